@@ -1,0 +1,1 @@
+"""riverbed: event-driven async workflows with typed, atomic, durable state."""
