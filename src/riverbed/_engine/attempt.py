@@ -1,0 +1,95 @@
+"""Deliveries (an event routed to one step) and attempts (one execution of a delivery)."""
+
+from __future__ import annotations
+
+import asyncio
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from riverbed.events import Event
+
+if TYPE_CHECKING:
+    from riverbed._engine.run import Run, StepRuntime
+
+__all__ = ["CURRENT_ATTEMPT", "Attempt", "Delivery", "RetryInfo"]
+
+
+class Delivery:
+    """One event routed to one step; lives until one attempt of it commits or it gives up."""
+
+    __slots__ = (
+        "attempts",
+        "event",
+        "first_started",
+        "last_error",
+        "last_failed_at",
+        "lineage",
+        "seq",
+    )
+
+    def __init__(self, event: Event, seq: int, lineage: int = 0) -> None:
+        self.event = event
+        self.seq = seq
+        #: how many @catch_error recoveries the chain of events leading here went through
+        self.lineage = lineage
+        self.attempts = 0
+        self.first_started = 0.0
+        self.last_error: BaseException | None = None
+        self.last_failed_at: float | None = None
+
+
+@dataclass(frozen=True)
+class RetryInfo:
+    """What ``ctx.retry_info()`` tells a step about earlier attempts of its delivery."""
+
+    retry_number: int
+    elapsed_seconds: float
+    last_exception: BaseException | None
+    last_failed_at: float | None
+
+
+class Attempt:
+    """One execution of a delivery's step body. Reached through ``CURRENT_ATTEMPT``."""
+
+    __slots__ = (
+        "children",
+        "delivery",
+        "produced",
+        "rt",
+        "run",
+        "state_version",
+        "stream",
+        "task",
+        "timed_out",
+        "wait_index",
+    )
+
+    def __init__(self, run: Run, rt: StepRuntime, delivery: Delivery) -> None:
+        self.run = run
+        self.rt = rt
+        self.delivery = delivery
+        self.task: asyncio.Task[Any] | None = None
+        self.timed_out = False
+        self.wait_index = 0
+        self.produced: list[tuple[int, Event]] = []
+        self.stream: list[Event] = []
+        self.children: list[Run] | None = None
+        self.state_version = 0
+
+    @property
+    def number(self) -> int:
+        return self.delivery.attempts
+
+    @property
+    def invocation_id(self) -> str:
+        return f"{self.run.run_id}:{self.delivery.seq}:{self.rt.spec.name}"
+
+    def expire(self) -> None:
+        """The step's timeout went off: cancel the attempt (it becomes a StepTimeoutError)."""
+        self.timed_out = True
+        if self.task is not None:
+            self.task.cancel()
+
+
+CURRENT_ATTEMPT: ContextVar[Attempt | None] = ContextVar("riverbed_attempt", default=None)

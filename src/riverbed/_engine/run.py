@@ -1,0 +1,534 @@
+"""One run's scheduler: a queue per step, at most ``num_workers`` tasks per step, events
+routed by a dict lookup. Nothing here copies pending work, so each event costs O(1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import logging
+import threading
+import time
+import zlib
+from collections import deque
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
+from riverbed._engine.clock import Clock, TimerHandle
+from riverbed._engine.collect import CollectBuffer
+from riverbed._engine.stream import EventStream
+from riverbed._engine.waiters import Waiters
+from riverbed.errors import (
+    StepTimeoutError,
+    WorkflowCancelledByUser,
+    WorkflowRuntimeError,
+    WorkflowTimeoutError,
+)
+from riverbed.events import (
+    Event,
+    InputRequiredEvent,
+    StepFailedEvent,
+    StopEvent,
+    WorkflowCancelledEvent,
+    WorkflowFailedEvent,
+    WorkflowTimedOutEvent,
+)
+from riverbed.step import StepSpec
+from riverbed.stores.base import RunRecord, RunStatus, StepCommit, Store
+
+if TYPE_CHECKING:
+    from riverbed.context import Context
+    from riverbed.workflow import Workflow
+
+__all__ = ["Run", "StepRuntime"]
+
+logger = logging.getLogger("riverbed")
+
+_SEED_KW: dict[type, bool] = {}
+
+
+class StepRuntime:
+    """A step's queue and worker count within one run."""
+
+    __slots__ = ("active", "buffers", "pending", "running", "spec")
+
+    def __init__(self, spec: StepSpec) -> None:
+        self.spec = spec
+        self.pending: deque[Delivery] = deque()
+        #: workers alive or reserved for this step (<= num_workers)
+        self.active = 0
+        #: attempts executing right now
+        self.running = 0
+        self.buffers: dict[str | None, CollectBuffer] = {}
+
+
+class Run:
+    """Everything about one run while it is in memory."""
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        ctx: Context[Any],
+        *,
+        run_id: str,
+        store: Store,
+        clock: Clock,
+        timeout: float | None,
+        verbose: bool,
+    ) -> None:
+        self.workflow = workflow
+        self.ctx = ctx
+        self.run_id = run_id
+        self.store = store
+        self.clock = clock
+        self.timeout = timeout
+        self.verbose = verbose
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
+        self.steps = {name: StepRuntime(spec) for name, spec in workflow._step_specs().items()}
+        self.result: asyncio.Future[Any] = self.loop.create_future()
+        self.stream = EventStream()
+        self.status = RunStatus.RUNNING
+        self.done = False
+        self.waiters = Waiters(self)
+        self.parent: Attempt | None = CURRENT_ATTEMPT.get()
+        self.children: list[Run] = []
+        self.waiting_for_input = False
+        self._seq = 0
+        self._routes: dict[type, tuple[StepRuntime, ...]] = {}
+        self._ready: deque[StepRuntime] = deque()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: set[TimerHandle] = set()
+        self._timeout_handle: TimerHandle | None = None
+        self._booting = True
+        self._holds_slot = False
+        if self.parent is not None:
+            self.parent.run.children.append(self)
+            if self.parent.children is None:
+                self.parent.children = []
+            self.parent.children.append(self)
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, start_event: Event) -> None:
+        self._track(self.loop.create_task(self._boot(start_event)))
+
+    async def _boot(self, start_event: Event) -> None:
+        try:
+            semaphore = self.workflow._run_semaphore()
+            if semaphore is not None:
+                await semaphore.acquire()
+                self._holds_slot = True
+            seq = self._next_seq()
+            record = RunRecord(
+                run_id=self.run_id,
+                workflow=self.workflow.workflow_name,
+                status=RunStatus.RUNNING,
+                started_at=time.time(),
+                parent_run_id=self.parent.run.run_id if self.parent else None,
+            )
+            await self.store.run_started(record, start_event, seq)
+            if self.timeout is not None:
+                self._timeout_handle = self.clock.call_later(self.timeout, self._on_timeout)
+            self._booting = False
+            self.route(start_event, seq=seq)
+        except Exception as exc:
+            await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=exc), error=exc)
+        finally:
+            self._booting = False
+        self._check_idle()
+
+    def _track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def background(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a store call from synchronous code, keeping a reference to its task."""
+        self._track(self.loop.create_task(coro))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    # -- routing -------------------------------------------------------------------------
+    def targets(self, event_type: type[Event]) -> tuple[StepRuntime, ...]:
+        found = self._routes.get(event_type)
+        if found is None:
+            found = tuple(
+                rt
+                for rt in self.steps.values()
+                if not rt.spec.config.catch_error and rt.spec.accepts(event_type)
+            )
+            self._routes[event_type] = found
+        return found
+
+    def route(
+        self,
+        event: Event,
+        *,
+        seq: int | None = None,
+        lineage: int = 0,
+        target: StepRuntime | None = None,
+        source: Attempt | None = None,
+        defer: bool = False,
+    ) -> None:
+        """Deliver ``event`` to the waiters and steps that take it."""
+        if self.done:
+            return
+        if seq is None:
+            seq = self._next_seq()
+        if source is not None:
+            source.produced.append((seq, event))
+        if isinstance(event, StopEvent):
+            self.background(self.complete(event))
+            return
+        taken: set[str] = self.waiters.resolve(event) if self.waiters else set()
+        is_input_request = isinstance(event, InputRequiredEvent)
+        if is_input_request:
+            self.write_stream(event)
+        consumers = (target,) if target is not None else self.targets(type(event))
+        delivered = False
+        for rt in consumers:
+            if rt.spec.name in taken:
+                continue
+            delivered = True
+            self._enqueue(rt, Delivery(event, seq, lineage), defer)
+        if not (delivered or taken or is_input_request):
+            raise WorkflowRuntimeError(
+                f"No step accepts {type(event).__name__} and no ctx.wait_for_event is waiting "
+                f"for it. Add a step with a parameter `ev: {type(event).__name__}`, or stop "
+                "sending this event."
+            )
+
+    def _enqueue(self, rt: StepRuntime, delivery: Delivery, defer: bool) -> None:
+        rt.pending.append(delivery)
+        if rt.active < rt.spec.config.num_workers:
+            rt.active += 1
+            if defer:
+                self._ready.append(rt)  # the finishing worker may take it over
+            else:
+                self._track(self.loop.create_task(self._worker(rt)))
+
+    def _spawn_ready(self) -> None:
+        while self._ready:
+            self._track(self.loop.create_task(self._worker(self._ready.popleft())))
+
+    # -- workers -------------------------------------------------------------------------
+    async def _worker(self, rt: StepRuntime) -> None:
+        task = asyncio.current_task()
+        while not self.done:
+            if rt.pending:
+                await self._execute(rt, rt.pending.popleft(), task)
+                if rt.pending:
+                    self._spawn_ready()
+                    continue
+            # Nothing left for this step: give the slot back and, rather than ending the
+            # task and creating a new one, carry on as a worker of a step that has work.
+            rt.active -= 1
+            if not self._ready:
+                break
+            rt = self._ready.popleft()
+            self._spawn_ready()
+        self._check_idle()
+
+    async def _execute(self, rt: StepRuntime, delivery: Delivery, task: Any) -> None:
+        spec = rt.spec
+        delivery.attempts += 1
+        if delivery.attempts == 1:
+            delivery.first_started = self.clock.now()
+        attempt = Attempt(self, rt, delivery)
+        attempt.task = task
+        attempt.state_version = self.ctx._state_store.version
+        token = CURRENT_ATTEMPT.set(attempt)
+        rt.running += 1
+        try:
+            await self.store.step_started(self.run_id, spec.name, delivery.seq, delivery.attempts)
+            if self.verbose:
+                print(f"Running step {spec.name}")
+            try:
+                result = await self._call_with_timeout(spec, delivery.event, attempt)
+            except asyncio.CancelledError:
+                if not attempt.timed_out or self.done:
+                    raise
+                _uncancel(task)
+                error: Exception = StepTimeoutError(
+                    f"Step {spec.name!r} timed out after {spec.config.timeout} seconds "
+                    f"(attempt {delivery.attempts}). Raise @step(timeout=...) or make the "
+                    "step faster."
+                )
+                await self._on_failure(rt, delivery, attempt, error)
+            except Exception as exc:
+                await self._on_failure(rt, delivery, attempt, exc)
+            else:
+                await self._on_success(rt, delivery, attempt, result)
+        except Exception as exc:  # a bug in routing or in the store: the run cannot go on
+            await self._finish(
+                RunStatus.FAILED, WorkflowFailedEvent(step_name=spec.name, exception=exc), exc
+            )
+        finally:
+            rt.running -= 1
+            CURRENT_ATTEMPT.reset(token)
+
+    async def _call_with_timeout(self, spec: StepSpec, event: Event, attempt: Attempt) -> Any:
+        timeout = spec.config.timeout
+        handle = self.clock.call_later(timeout, attempt.expire) if timeout else None
+        try:
+            return await self._invoke(spec, event)
+        finally:
+            if handle is not None:
+                handle.cancel()
+
+    async def _invoke(self, spec: StepSpec, event: Event) -> Any:
+        kwargs: dict[str, Any] = {spec.event_param: event}
+        if spec.ctx_param is not None:
+            kwargs[spec.ctx_param] = self.ctx
+        if spec.resources:
+            manager = self.workflow._resource_manager
+            kwargs.update(await manager.resolve_params(spec.resources))
+        args = (self.workflow,) if spec.config.is_method else ()
+        if spec.is_async:
+            return await spec.fn(*args, **kwargs)
+        call = functools.partial(contextvars.copy_context().run, spec.fn, *args, **kwargs)
+        return await self.loop.run_in_executor(None, call)
+
+    async def _on_success(
+        self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, result: Any
+    ) -> None:
+        spec = rt.spec
+        if result is not None and not isinstance(result, Event):
+            error = WorkflowRuntimeError(
+                f"Step function {spec.name} returned {type(result).__name__} instead of an "
+                "Event instance. Return an Event (e.g. StopEvent(result=...)), or None to "
+                "emit nothing."
+            )
+            await self._finish(
+                RunStatus.FAILED, WorkflowFailedEvent(step_name=spec.name, exception=error), error
+            )
+            return
+        seq = self._next_seq() if result is not None else 0
+        if result is not None:
+            attempt.produced.append((seq, result))
+        state_store = self.ctx._state_store
+        changed = state_store.version != attempt.state_version
+        await self.store.step_committed(
+            self.run_id,
+            StepCommit(
+                step=spec.name,
+                event_seq=delivery.seq,
+                attempt=delivery.attempts,
+                produced=tuple(attempt.produced),
+                stream=tuple(attempt.stream),
+                state=state_store._state if changed else None,
+            ),
+        )
+        if self.verbose:
+            produced = type(result).__name__ if result is not None else "no event"
+            print(f"Step {spec.name} produced {produced}")
+        if isinstance(result, StopEvent):
+            await self.complete(result)
+        elif result is not None:
+            self.route(result, seq=seq, lineage=delivery.lineage, defer=True)
+
+    async def _on_failure(
+        self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, error: Exception
+    ) -> None:
+        spec = rt.spec
+        delivery.last_error = error
+        delivery.last_failed_at = time.time()
+        elapsed = self.clock.now() - delivery.first_started
+        delay = self._retry_delay(spec, delivery, elapsed, error)
+        await self.store.step_failed(
+            self.run_id, spec.name, delivery.seq, delivery.attempts, error, delay
+        )
+        if attempt.children:
+            for child in attempt.children:
+                child.cancel_soon()
+        if self.verbose:
+            again = f", retrying in {delay:.3g}s" if delay is not None else ""
+            print(f"Step {spec.name} failed: {error!r}{again}")
+        if delay is not None:
+            self._schedule_retry(rt, delivery, delay)
+            return
+        handler = self._catch_handler(spec.name)
+        if handler is not None and delivery.lineage < handler.spec.config.max_recoveries:
+            failed = StepFailedEvent(
+                step_name=spec.name,
+                input_event=delivery.event,
+                exception=error,
+                attempts=delivery.attempts,
+                elapsed_seconds=elapsed,
+                failed_at=delivery.last_failed_at,
+            )
+            self.route(failed, target=handler, lineage=delivery.lineage + 1, source=attempt)
+            return
+        terminal = WorkflowFailedEvent(
+            step_name=spec.name,
+            exception=error,
+            attempts=delivery.attempts,
+            elapsed_seconds=elapsed,
+        )
+        await self._finish(RunStatus.FAILED, terminal, error)
+
+    def _retry_delay(
+        self, spec: StepSpec, delivery: Delivery, elapsed: float, error: Exception
+    ) -> float | None:
+        policy = spec.config.retry_policy
+        if policy is None or self.done:
+            return None
+        kind = type(policy)
+        takes_seed = _SEED_KW.get(kind)
+        if takes_seed is None:
+            takes_seed = "seed" in inspect.signature(policy.next).parameters
+            _SEED_KW[kind] = takes_seed
+        if takes_seed:
+            seed = zlib.crc32(f"{self.run_id}:{spec.name}:{delivery.attempts}".encode())
+            delay = policy.next(elapsed, delivery.attempts, error, seed=seed)
+        else:
+            delay = policy.next(elapsed, delivery.attempts, error)
+        return None if delay is None else max(0.0, float(delay))
+
+    def _schedule_retry(self, rt: StepRuntime, delivery: Delivery, delay: float) -> None:
+        handle: TimerHandle | None = None
+
+        def fire() -> None:
+            if handle is not None:
+                self._timers.discard(handle)
+            if not self.done:
+                self.background(self.store.timer_fired(self.run_id, "retry", rt.spec.name))
+                self._enqueue(rt, delivery, defer=False)
+
+        handle = self.clock.call_later(delay, fire)
+        self._timers.add(handle)
+
+    def _catch_handler(self, failed_step: str) -> StepRuntime | None:
+        wildcard = None
+        for rt in self.steps.values():
+            config = rt.spec.config
+            if not config.catch_error or rt.spec.name == failed_step:
+                continue
+            if config.catch_for_steps is None:
+                wildcard = rt
+            elif failed_step in config.catch_for_steps:
+                return rt
+        if wildcard is not None and self.steps[failed_step].spec.config.catch_error:
+            return None  # a handler does not cover another handler
+        return wildcard
+
+    # -- stream --------------------------------------------------------------------------
+    def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:
+        if self.done:
+            return
+        if attempt is not None:
+            attempt.stream.append(event)
+        if isinstance(event, InputRequiredEvent):
+            self.waiting_for_input = True
+        self.stream.write(event)
+        if self.parent is not None and not isinstance(event, StopEvent):
+            self.parent.run.write_stream(event)
+
+    # -- endings -------------------------------------------------------------------------
+    async def complete(self, stop: StopEvent) -> None:
+        value = stop if type(stop)._returns_instance else stop.result
+        await self._finish(RunStatus.COMPLETED, stop, value=value)
+
+    async def cancel(self) -> None:
+        error = WorkflowCancelledByUser(f"Run {self.run_id} was cancelled by the user.")
+        await self._finish(RunStatus.CANCELLED, WorkflowCancelledEvent(), error)
+
+    def cancel_soon(self) -> None:
+        if not self.done:
+            self.background(self.cancel())
+
+    def _on_timeout(self) -> None:
+        if self.done:
+            return
+        active = sorted(rt.spec.name for rt in self.steps.values() if rt.running)
+        detail = f"Currently active steps: {', '.join(active)}" if active else "No steps active"
+        error = WorkflowTimeoutError(
+            f"Operation timed out after {self.timeout} seconds. {detail}. Pass a larger "
+            "Workflow(timeout=...) or None for no limit."
+        )
+        terminal = WorkflowTimedOutEvent(timeout=self.timeout or 0.0, active_steps=active)
+        self.background(self.store.timer_fired(self.run_id, "run_timeout", self.run_id))
+        self.background(self._finish(RunStatus.TIMED_OUT, terminal, error))
+
+    def _check_idle(self) -> None:
+        if self.done or self._booting or self._timers or self.waiting_for_input:
+            return
+        if any(rt.active for rt in self.steps.values()):
+            return
+        if self.workflow._disable_validation:
+            return  # the user opted out of checks; events may still come from outside
+        error = WorkflowRuntimeError(self._stuck_message())
+        self.background(self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=error), error))
+
+    def _stuck_message(self) -> str:
+        lines = [
+            f"Run {self.run_id} of {self.workflow.workflow_name} stopped making progress: no "
+            "step is running, no event is pending and no StopEvent was returned."
+        ]
+        for rt in self.steps.values():
+            for buffer_id, buffer in rt.buffers.items():
+                missing = buffer.missing()
+                if missing:
+                    name = f" (buffer {buffer_id!r})" if buffer_id else ""
+                    lines.append(
+                        f"Step {rt.spec.name!r}{name} is still collecting events; missing: "
+                        + ", ".join(f"{n} x{c}" for n, c in missing.items())
+                    )
+        lines.append(
+            "Make sure every path ends by returning a StopEvent (a step returning None emits "
+            "nothing)."
+        )
+        return " ".join(lines)
+
+    async def _finish(
+        self,
+        status: RunStatus,
+        terminal: StopEvent,
+        error: BaseException | None = None,
+        value: Any = None,
+    ) -> None:
+        if self.done:
+            return
+        self.done = True
+        self.status = status
+        self.stream.close(terminal)
+        current = asyncio.current_task()
+        for handle in (self._timeout_handle, *self._timers):
+            if handle is not None:
+                handle.cancel()
+        self._timers.clear()
+        self.waiters.cancel_all()
+        for task in list(self._tasks):
+            if task is not current:
+                task.cancel()
+        for child in self.children:
+            child.cancel_soon()
+        if self._holds_slot:
+            self._holds_slot = False
+            semaphore = self.workflow._run_semaphore()
+            if semaphore is not None:
+                semaphore.release()
+        try:
+            await self.store.run_finished(
+                self.run_id,
+                status,
+                result=value if status is RunStatus.COMPLETED else None,
+                error=None if error is None else f"{type(error).__name__}: {error}",
+            )
+        finally:
+            if not self.result.done():
+                if error is None:
+                    self.result.set_result(value)
+                else:
+                    self.result.set_exception(error)
+
+
+def _uncancel(task: Any) -> None:
+    # Python 3.11+ counts cancel requests; we handled ours, so take it back.
+    uncancel = getattr(task, "uncancel", None)
+    if uncancel is not None:
+        uncancel()

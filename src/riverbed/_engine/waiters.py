@@ -1,0 +1,117 @@
+"""``ctx.wait_for_event``: a step suspended until a matching event arrives.
+
+The step is not re-run (LlamaIndex replays the whole step, running the code before the wait
+twice); its coroutine simply waits on a future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from riverbed.errors import WaitForEventTimeoutError
+from riverbed.events import Event
+
+if TYPE_CHECKING:
+    from riverbed._engine.run import Run
+
+__all__ = ["Waiter", "Waiters"]
+
+
+class Waiter:
+    __slots__ = ("event_type", "future", "requirements", "step", "waiter_id")
+
+    def __init__(
+        self,
+        waiter_id: str,
+        event_type: type[Event],
+        requirements: dict[str, Any] | None,
+        step: str,
+        future: asyncio.Future[Event],
+    ) -> None:
+        self.waiter_id = waiter_id
+        self.event_type = event_type
+        self.requirements = requirements
+        self.step = step
+        self.future = future
+
+    def matches(self, event: Event) -> bool:
+        if not isinstance(event, self.event_type):
+            return False
+        if self.requirements:
+            for key, expected in self.requirements.items():
+                if event.get(key, _ABSENT) != expected:
+                    return False
+        return True
+
+
+_ABSENT = object()
+
+
+class Waiters:
+    """The waiters of one run, and the waiter ids whose request event was already sent."""
+
+    __slots__ = ("_announced", "_run", "_waiters")
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+        self._waiters: list[Waiter] = []
+        self._announced: set[str] = set()
+
+    def __bool__(self) -> bool:
+        return bool(self._waiters)
+
+    def resolve(self, event: Event) -> set[str]:
+        """Hand ``event`` to every waiter it matches; return the steps that took it."""
+        taken: set[str] = set()
+        for waiter in list(self._waiters):
+            if waiter.matches(event) and not waiter.future.done():
+                waiter.future.set_result(event)
+                self._waiters.remove(waiter)
+                taken.add(waiter.step)
+        if taken:
+            self._run.waiting_for_input = False
+        return taken
+
+    async def wait(
+        self,
+        waiter_id: str,
+        event_type: type[Event],
+        requirements: dict[str, Any] | None,
+        step: str,
+        waiter_event: Event | None,
+        timeout: float | None,
+    ) -> Event:
+        run = self._run
+        future: asyncio.Future[Event] = run.loop.create_future()
+        waiter = Waiter(waiter_id, event_type, requirements, step, future)
+        self._waiters.append(waiter)
+        await run.store.waiter_registered(run.run_id, waiter_id, event_type.__name__, step)
+        if waiter_event is not None and waiter_id not in self._announced:
+            self._announced.add(waiter_id)
+            run.write_stream(waiter_event)
+
+        def expire() -> None:
+            if not future.done():
+                run.background(run.store.timer_fired(run.run_id, "wait_timeout", waiter_id))
+                future.set_exception(
+                    WaitForEventTimeoutError(
+                        f"Step {step!r} waited {timeout} seconds for {event_type.__name__} "
+                        f"(waiter {waiter_id!r}) and none came. Pass a larger "
+                        "wait_for_event(timeout=...) or None to wait without limit."
+                    )
+                )
+
+        handle = run.clock.call_later(timeout, expire) if timeout is not None else None
+        try:
+            return await future
+        finally:
+            if handle is not None:
+                handle.cancel()
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+    def cancel_all(self) -> None:
+        for waiter in self._waiters:
+            waiter.future.cancel()
+        self._waiters.clear()

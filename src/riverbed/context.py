@@ -1,0 +1,229 @@
+"""``Context``: the door from a step (or from outside a run) to the run and its state.
+
+The same ``Context`` is used before a run (to seed state), inside steps, and after the run
+(to read state, or to start another run with the state intact). Methods that only make
+sense inside a step (``collect_events``, ``wait_for_event``...) raise
+:class:`~riverbed.errors.ContextStateError` elsewhere, with the reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, RetryInfo
+from riverbed.errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
+from riverbed.events import Event
+from riverbed.state import DictState, StateStore
+
+if TYPE_CHECKING:
+    from riverbed._engine.run import Run
+    from riverbed.workflow import Workflow
+
+__all__ = ["Context", "RetryInfo"]
+
+S = TypeVar("S", bound=BaseModel)
+E = TypeVar("E", bound=Event)
+
+
+class Context(Generic[S]):
+    """Shared state and event helpers of a run. ``Context[MyState]`` types the state.
+
+    ::
+
+        ctx = Context(workflow)
+        await ctx.store.set("user", "ana")       # seed state before the run
+        result = await workflow.run(ctx=ctx)
+        await ctx.store.get_state()               # read it after
+    """
+
+    def __init__(
+        self,
+        workflow: Workflow,
+        previous_context: dict[str, Any] | None = None,
+        serializer: Any = None,
+    ) -> None:
+        self._workflow = workflow
+        state_type: type[Any] = workflow._state_type()
+        self._state_store: StateStore[Any] = StateStore(state_type)
+        self._run: Run | None = None
+        if previous_context is not None or serializer is not None:
+            raise ContextSerdeError(
+                "Restoring a Context from a dict is not supported yet; keep the Context "
+                "object and pass it to run(ctx=...) to reuse its state."
+            )
+
+    # -- state ---------------------------------------------------------------------------
+    @property
+    def store(self) -> StateStore[S]:
+        """The run's state: ``get``, ``set``, ``edit_state``, ``get_state``, ``set_state``,
+        ``clear``."""
+        return self._state_store
+
+    # -- about the run -------------------------------------------------------------------
+    @property
+    def run_id(self) -> str | None:
+        """The id of the current (or last) run with this context, None before any run."""
+        return self._run.run_id if self._run is not None else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while a run with this context has not finished."""
+        return self._run is not None and not self._run.done
+
+    @property
+    def attempt(self) -> int:
+        """Inside a step: 1 for the first attempt of this delivery, 2 for the first retry..."""
+        return self._attempt("attempt").delivery.attempts
+
+    @property
+    def invocation_id(self) -> str:
+        """Inside a step: ``run_id:event_seq:step``, the same for every attempt of one
+        delivery. Use it as an idempotency key for external side effects."""
+        return self._attempt("invocation_id").invocation_id
+
+    def retry_info(self) -> RetryInfo:
+        """Inside a step: how many attempts failed before this one, and the last error."""
+        attempt = self._attempt("retry_info()")
+        delivery = attempt.delivery
+        return RetryInfo(
+            retry_number=delivery.attempts - 1,
+            elapsed_seconds=attempt.run.clock.now() - delivery.first_started,
+            last_exception=delivery.last_error,
+            last_failed_at=delivery.last_failed_at,
+        )
+
+    # -- events --------------------------------------------------------------------------
+    def send_event(self, message: Event, step: str | None = None) -> None:
+        """Route ``message`` to every step that accepts it, or only to ``step``.
+
+        Works inside steps (also sync ``def`` steps, which run in a thread) and from outside
+        the run through ``handler.ctx``.
+        """
+        run = self._running("send_event()")
+        if not isinstance(message, Event):
+            raise WorkflowRuntimeError(
+                f"send_event() takes an Event, got {type(message).__name__}. Wrap the data in "
+                "an Event subclass."
+            )
+        target = self._target(run, message, step)
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and attempt.run is not run:
+            attempt = None
+        if threading.get_ident() != run.thread_id:
+            run.loop.call_soon_threadsafe(self._deliver, run, message, target, attempt)
+        else:
+            self._deliver(run, message, target, attempt)
+
+    @staticmethod
+    def _deliver(run: Run, message: Event, target: Any, attempt: Attempt | None) -> None:
+        if attempt is not None:
+            run.route(message, target=target, lineage=attempt.delivery.lineage, source=attempt)
+            return
+        run.waiting_for_input = False
+        seq = run._next_seq()
+        run.background(run.store.event_accepted(run.run_id, seq, message))
+        run.route(message, seq=seq, target=target)
+
+    @staticmethod
+    def _target(run: Run, message: Event, step: str | None) -> Any:
+        if step is None:
+            return None
+        rt = run.steps.get(step)
+        if rt is None:
+            raise WorkflowRuntimeError(
+                f"Step {step} does not exist in {run.workflow.workflow_name}. "
+                f"Known steps: {', '.join(sorted(run.steps))}."
+            )
+        if not rt.spec.accepts(type(message)):
+            raise WorkflowRuntimeError(
+                f"Step {step} does not accept event of type {type(message).__name__}; it "
+                f"takes {' | '.join(t.__name__ for t in rt.spec.accepted)}."
+            )
+        return rt
+
+    def write_event_to_stream(self, ev: Event | None) -> None:
+        """Publish ``ev`` to the run's stream (``handler.stream_events()``); None is ignored."""
+        if ev is None:
+            return
+        run = self._running("write_event_to_stream()")
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and attempt.run is not run:
+            attempt = None
+        if threading.get_ident() != run.thread_id:
+            run.loop.call_soon_threadsafe(run.write_stream, ev, attempt)
+        else:
+            run.write_stream(ev, attempt)
+
+    def collect_events(
+        self, ev: Event, expected: Sequence[type[Event]], buffer_id: str | None = None
+    ) -> list[Event] | None:
+        """Buffer ``ev``; once an event of every type in ``expected`` has arrived (with
+        repeats, e.g. ``[Done] * 10``), return them in ``expected`` order, else None."""
+        attempt = self._attempt("collect_events()")
+        buffers = attempt.rt.buffers
+        buffer = buffers.get(buffer_id)
+        if buffer is None:
+            from riverbed._engine.collect import CollectBuffer
+
+            buffer = buffers[buffer_id] = CollectBuffer()
+        return buffer.add(ev, expected)
+
+    async def wait_for_event(
+        self,
+        event_type: type[E],
+        waiter_event: Event | None = None,
+        waiter_id: str | None = None,
+        requirements: dict[str, Any] | None = None,
+        timeout: float | None = 2000.0,
+    ) -> E:
+        """Suspend the step until an ``event_type`` event (matching ``requirements``,
+        attribute -> value) is sent to the run, and return it.
+
+        ``waiter_event`` (e.g. an ``InputRequiredEvent``) is written to the stream once per
+        ``waiter_id``. The code before the wait is not run again. On ``timeout`` seconds
+        :class:`~riverbed.errors.WaitForEventTimeoutError` is raised in the step.
+        """
+        attempt = self._attempt("wait_for_event()")
+        if waiter_id is None:
+            waiter_id = f"{attempt.invocation_id}:wait{attempt.wait_index}"
+        attempt.wait_index += 1
+        event = await attempt.run.waiters.wait(
+            waiter_id, event_type, requirements, attempt.rt.spec.name, waiter_event, timeout
+        )
+        return event  # type: ignore[return-value]
+
+    # -- internals -----------------------------------------------------------------------
+    def _attempt(self, what: str) -> Attempt:
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is None or attempt.run.ctx is not self:
+            raise ContextStateError(
+                f"ctx.{what} only works inside a step of a run using this context."
+            )
+        return attempt
+
+    def _running(self, what: str) -> Run:
+        run = self._run
+        if run is None:
+            raise ContextStateError(
+                f"{what} called before the workflow started. Call workflow.run() first."
+            )
+        if run.done:
+            raise ContextStateError(
+                f"{what} called after run {run.run_id} finished ({run.status.value})."
+            )
+        return run
+
+    def _begin(self, run: Run) -> None:
+        if self._run is not None and not self._run.done:
+            raise ContextStateError(
+                f"This context is already used by run {self._run.run_id}, which has not "
+                "finished. Use a new Context(workflow) for a concurrent run."
+            )
+        self._run = run
+
+
+DictContext = Context[DictState]

@@ -1,0 +1,149 @@
+"""Events: the typed messages that start, connect and end the steps of a workflow.
+
+An :class:`Event` is a pydantic model. Fields declared on a subclass are validated as usual;
+keyword arguments that are not declared are kept too (LlamaIndex's "extra" data) and can be
+read as attributes, with ``ev["key"]`` and with ``ev.get("key", default)``::
+
+    class Query(Event):
+        text: str
+
+    ev = Query(text="hi", user="ana")
+    ev.text, ev.user, ev["user"], ev.get("missing", 0)
+"""
+
+from __future__ import annotations
+
+from collections.abc import ItemsView, KeysView, ValuesView
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "Event",
+    "HumanResponseEvent",
+    "InputRequiredEvent",
+    "StartEvent",
+    "StepFailedEvent",
+    "StopEvent",
+    "WorkflowCancelledEvent",
+    "WorkflowFailedEvent",
+    "WorkflowTimedOutEvent",
+]
+
+_MISSING: Any = object()
+
+
+class Event(BaseModel):
+    """Base class of every event. Undeclared keyword arguments are kept as extra data."""
+
+    model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
+
+    def _extra(self) -> dict[str, Any]:
+        extra = self.__pydantic_extra__
+        return extra if extra is not None else {}
+
+    def __getitem__(self, key: str) -> Any:
+        extra = self._extra()
+        if key in extra:
+            return extra[key]
+        if key in type(self).model_fields:
+            return getattr(self, key)
+        raise KeyError(key)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        setattr(self, key, value)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._extra() or key in type(self).model_fields
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of field or extra ``key``, or ``default`` when there is none."""
+        try:
+            return self[key]
+        except KeyError:
+            return default
+
+    def keys(self) -> KeysView[str]:
+        """Names of the extra (undeclared) data, like a dict."""
+        return self._extra().keys()
+
+    def values(self) -> ValuesView[Any]:
+        """Values of the extra data, like a dict."""
+        return self._extra().values()
+
+    def items(self) -> ItemsView[str, Any]:
+        """Pairs of the extra data, like a dict."""
+        return self._extra().items()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Fields and extra data as a plain dict."""
+        return self.model_dump()
+
+    def __bool__(self) -> bool:
+        # An event with no data must still be truthy: `if ev:` means "there is an event".
+        return True
+
+
+class StartEvent(Event):
+    """Starts a run. Subclass it with fields to give the workflow a typed input::
+
+    class Ask(StartEvent):
+        question: str
+
+    await MyWorkflow().run(question="why?")
+    """
+
+
+class StopEvent(Event):
+    """Ends a run. Awaiting the handler returns ``result`` for this class itself, and the
+    event instance for a subclass (so custom stop events keep their fields)."""
+
+    result: Any = None
+
+    _returns_instance: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._returns_instance = True
+
+
+class InputRequiredEvent(Event):
+    """A step asks a human for input. It is written to the stream automatically and needs no
+    consuming step; answer it with a :class:`HumanResponseEvent` through
+    ``handler.send_event``."""
+
+
+class HumanResponseEvent(Event):
+    """A human's answer to an :class:`InputRequiredEvent`, sent with ``handler.send_event``."""
+
+
+class StepFailedEvent(Event):
+    """Delivered to a ``@catch_error`` handler when a step has failed for good (its retries
+    are exhausted)."""
+
+    step_name: str
+    input_event: Event
+    exception: BaseException
+    attempts: int
+    elapsed_seconds: float
+    failed_at: float
+
+
+class WorkflowTimedOutEvent(StopEvent):
+    """Last event on the stream of a run that exceeded its timeout."""
+
+    timeout: float = 0.0
+    active_steps: list[str] = Field(default_factory=list)
+
+
+class WorkflowCancelledEvent(StopEvent):
+    """Last event on the stream of a run cancelled with ``handler.cancel_run()``."""
+
+
+class WorkflowFailedEvent(StopEvent):
+    """Last event on the stream of a run that failed because a step raised."""
+
+    step_name: str = ""
+    exception: BaseException | None = None
+    attempts: int = 0
+    elapsed_seconds: float = 0.0

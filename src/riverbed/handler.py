@@ -1,0 +1,101 @@
+"""``WorkflowHandler``: what ``workflow.run()`` returns."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Generator
+from typing import TYPE_CHECKING, Any
+
+from riverbed.events import Event, StopEvent
+from riverbed.stores.base import RunStatus
+
+if TYPE_CHECKING:
+    from riverbed._engine.run import Run
+    from riverbed.context import Context
+
+__all__ = ["WorkflowHandler"]
+
+
+class WorkflowHandler:
+    """A running workflow. Await it for the result; stream its events; talk to it.
+
+    ::
+
+        handler = workflow.run(topic="rivers")
+        async for ev in handler.stream_events():
+            print(ev)
+        result = await handler
+    """
+
+    __slots__ = ("_run",)
+
+    def __init__(self, run: Run) -> None:
+        self._run = run
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._run.result.__await__()
+
+    @property
+    def run_id(self) -> str:
+        """The run's id."""
+        return self._run.run_id
+
+    @property
+    def ctx(self) -> Context[Any]:
+        """The run's context: its state store, and ``send_event`` from outside."""
+        return self._run.ctx
+
+    @property
+    def status(self) -> RunStatus:
+        """running, completed, failed, cancelled or timed_out."""
+        return self._run.status
+
+    def done(self) -> bool:
+        """True once the run has finished, whatever the outcome."""
+        return self._run.result.done()
+
+    is_done = done
+
+    def result(self) -> Any:
+        """The result of a finished run (raises its error; raises ``InvalidStateError`` while
+        it is still running). Prefer ``await handler``."""
+        return self._run.result.result()
+
+    def exception(self) -> BaseException | None:
+        """The error a finished run ended with, or None (also None while running)."""
+        future = self._run.result
+        if not future.done():
+            return None
+        return future.exception()
+
+    def get_stop_event(self) -> StopEvent | None:
+        """The event that ended the run (a StopEvent, or the timed-out/failed/cancelled
+        event), or None while it runs."""
+        return self._run.stream.terminal if self._run.done else None
+
+    async def stream_events(
+        self, expose_internal: bool = False, after: int = 0
+    ) -> AsyncIterator[Event]:
+        """Every event written to the stream, ending with the run's terminal event.
+
+        Any number of readers may call this, at any time; each reads the whole stream from
+        position ``after`` (0 = from the start). The last event is the ``StopEvent`` or a
+        ``WorkflowFailedEvent`` / ``WorkflowTimedOutEvent`` / ``WorkflowCancelledEvent``;
+        await the handler to get the result or the error.
+        """
+        async for event in self._run.stream.read(after):
+            yield event
+        future = self._run.result
+        if future.done() and not future.cancelled():
+            future.exception()  # the reader saw the outcome: no "never retrieved" warning
+
+    async def send_event(self, message: Event, step: str | None = None) -> None:
+        """Send an event into the run from outside, e.g. a human's answer."""
+        self._run.ctx.send_event(message, step=step)
+
+    async def cancel_run(self) -> None:
+        """Stop the run: running steps are cancelled, ``WorkflowCancelledEvent`` ends the
+        stream, and awaiting the handler raises ``WorkflowCancelledByUser``."""
+        await self._run.cancel()
+
+    def __repr__(self) -> str:
+        return f"<WorkflowHandler run_id={self.run_id!r} status={self.status.value}>"

@@ -1,0 +1,285 @@
+"""``Workflow``: a class whose ``@step`` methods are connected by the events they take and
+return."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from riverbed._engine.clock import Clock, SystemClock
+from riverbed._engine.run import Run
+from riverbed.context import Context
+from riverbed.errors import WorkflowRuntimeError, WorkflowValidationError
+from riverbed.events import Event, StartEvent, StopEvent
+from riverbed.handler import WorkflowHandler
+from riverbed.resource import ResourceManager
+from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
+from riverbed.stores.base import Store
+from riverbed.stores.memory import MemoryStore
+from riverbed.validation import WorkflowShape, infer_state_type, validate_steps
+
+__all__ = ["Workflow"]
+
+_SYSTEM_CLOCK = SystemClock()
+
+
+class Workflow:
+    """Subclass it and add ``@step`` methods; then ``await MyWorkflow().run(...)``.
+
+    ``timeout`` (seconds) bounds a whole run; the default is no limit, so runs that wait for
+    a human are not killed. ``num_concurrent_runs`` caps the runs of this instance going on
+    at once; more wait their turn. ``disable_validation`` skips the graph checks.
+    """
+
+    _added_steps: ClassVar[dict[str, Callable[..., Any]]] = {}
+    _specs_cache: ClassVar[dict[str, StepSpec] | None] = None
+    _shape_cache: ClassVar[WorkflowShape | None] = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._added_steps = {}
+        cls._specs_cache = None
+        cls._shape_cache = None
+
+    def __init__(
+        self,
+        timeout: float | None = None,
+        verbose: bool = False,
+        num_concurrent_runs: int | None = None,
+        disable_validation: bool = False,
+        *,
+        resource_manager: ResourceManager | None = None,
+        workflow_name: str | None = None,
+        store: Store | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise WorkflowValidationError(
+                f"timeout must be a positive number of seconds or None, got {timeout!r}."
+            )
+        if num_concurrent_runs is not None and (
+            not isinstance(num_concurrent_runs, int) or num_concurrent_runs < 1
+        ):
+            raise WorkflowValidationError(
+                f"num_concurrent_runs must be an integer >= 1 or None, got {num_concurrent_runs!r}."
+            )
+        self._timeout = timeout
+        self._verbose = verbose
+        self._num_concurrent_runs = num_concurrent_runs
+        self._disable_validation = disable_validation
+        self._resource_manager = resource_manager or ResourceManager()
+        self._workflow_name = workflow_name
+        self._store: Store = store if store is not None else MemoryStore()
+        self._clock: Clock = clock if clock is not None else _SYSTEM_CLOCK
+        self._semaphore: asyncio.Semaphore | None = None
+        self._semaphore_loop: asyncio.AbstractEventLoop | None = None
+        specs = self._step_specs()
+        self._shape = None if disable_validation else type(self)._validated_shape()
+        self._state_cls: type[BaseModel] = infer_state_type(self.workflow_name, specs)
+
+    # -- steps ---------------------------------------------------------------------------
+    @classmethod
+    def add_step(cls, func: Callable[..., Any]) -> None:
+        """Add a free function decorated with ``@step(workflow=cls)`` (done for you)."""
+        if cls is Workflow:
+            raise WorkflowValidationError(
+                "Pass your Workflow subclass to @step(workflow=...), not Workflow itself."
+            )
+        name = func.__name__
+        if name in cls._collect_functions():
+            raise WorkflowValidationError(
+                f"A step {name} is already part of this workflow, please choose another name."
+            )
+        cls._added_steps[name] = func
+        cls._specs_cache = None
+        cls._shape_cache = None
+
+    @classmethod
+    def _collect_functions(cls) -> dict[str, Callable[..., Any]]:
+        found: dict[str, Callable[..., Any]] = {}
+        for klass in reversed(cls.__mro__):
+            for name, value in vars(klass).items():
+                if callable(value) and hasattr(value, STEP_ATTR):
+                    found[name] = value
+            if issubclass(klass, Workflow):
+                found.update(vars(klass).get("_added_steps", {}))
+        return found
+
+    @classmethod
+    def _step_specs(cls) -> dict[str, StepSpec]:
+        specs = cls.__dict__.get("_specs_cache")
+        if specs is None:
+            specs = {}
+            for name, fn in cls._collect_functions().items():
+                config: StepConfig = getattr(fn, STEP_ATTR)
+                specs[name] = build_spec(name, fn, config)
+            cls._specs_cache = specs
+        return specs
+
+    @classmethod
+    def _validated_shape(cls) -> WorkflowShape:
+        shape = cls.__dict__.get("_shape_cache")
+        if shape is None:
+            name = f"{cls.__module__}.{cls.__qualname__}"
+            shape = validate_steps(name, cls._step_specs())
+            cls._shape_cache = shape
+        return shape
+
+    def validate(self) -> bool:
+        """Check the workflow's graph again; returns True if it asks for human input."""
+        type(self)._shape_cache = None
+        return type(self)._validated_shape().uses_human_input
+
+    # -- facts ---------------------------------------------------------------------------
+    @property
+    def workflow_name(self) -> str:
+        """A stable name: ``module.ClassName`` unless given to the constructor."""
+        return self._workflow_name or f"{type(self).__module__}.{type(self).__qualname__}"
+
+    @property
+    def start_event_class(self) -> type[StartEvent]:
+        """The StartEvent (subclass) the workflow takes as input."""
+        if self._shape is not None:
+            return self._shape.start_event
+        for spec in self._step_specs().values():
+            for accepted in spec.accepted:
+                if issubclass(accepted, StartEvent):
+                    return accepted
+        return StartEvent
+
+    @property
+    def stop_event_class(self) -> type[StopEvent]:
+        """The StopEvent (subclass) the workflow ends with."""
+        if self._shape is not None:
+            return self._shape.stop_event
+        for spec in self._step_specs().values():
+            for emitted in spec.emitted:
+                if issubclass(emitted, StopEvent):
+                    return emitted
+        return StopEvent
+
+    @property
+    def events(self) -> list[type[Event]]:
+        """Every event type the steps take or return."""
+        seen: dict[type[Event], None] = {}
+        for spec in self._step_specs().values():
+            for kind in (*spec.accepted, *spec.emitted):
+                seen[kind] = None
+        return list(seen)
+
+    @property
+    def store(self) -> Store:
+        """Where this workflow's runs are recorded."""
+        return self._store
+
+    def _state_type(self) -> type[BaseModel]:
+        return self._state_cls
+
+    def _run_semaphore(self) -> asyncio.Semaphore | None:
+        if self._num_concurrent_runs is None:
+            return None
+        loop = asyncio.get_running_loop()
+        if self._semaphore is None or self._semaphore_loop is not loop:
+            self._semaphore = asyncio.Semaphore(self._num_concurrent_runs)
+            self._semaphore_loop = loop
+        return self._semaphore
+
+    # -- running -------------------------------------------------------------------------
+    def run(
+        self,
+        ctx: Context[Any] | None = None,
+        start_event: StartEvent | None = None,
+        *,
+        run_id: str | None = None,
+        **kwargs: Any,
+    ) -> WorkflowHandler:
+        """Start a run and return its handler at once; ``await`` the handler for the result.
+
+        Keyword arguments build the workflow's StartEvent; or pass ``start_event=``. Pass a
+        ``ctx`` made with ``Context(workflow)`` to seed state or to keep it across runs.
+        """
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            raise WorkflowRuntimeError(
+                "Workflow.run() needs a running event loop: use `await workflow.run(...)` "
+                "in async code, or `workflow.run_sync(...)` from plain sync code."
+            ) from None
+        event = self._start_event(start_event, kwargs)
+        if ctx is None:
+            ctx = Context(self)
+        elif not isinstance(ctx, Context):
+            raise WorkflowRuntimeError(f"ctx must be a Context, got {type(ctx).__name__}.")
+        elif type(ctx._workflow) is not type(self):
+            raise WorkflowRuntimeError(
+                f"This Context was made for {type(ctx._workflow).__name__}, not "
+                f"{type(self).__name__}. Create it with Context(workflow)."
+            )
+        run = Run(
+            self,
+            ctx,
+            run_id=run_id or uuid.uuid4().hex,
+            store=self._store,
+            clock=self._clock,
+            timeout=self._timeout,
+            verbose=self._verbose,
+        )
+        ctx._begin(run)
+        run.start(event)
+        return WorkflowHandler(run)
+
+    def run_sync(
+        self,
+        ctx: Context[Any] | None = None,
+        start_event: StartEvent | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run to completion from code without an event loop and return the result."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise WorkflowRuntimeError(
+                "run_sync() cannot be called while an event loop is running (async code, "
+                "Jupyter). Use `await workflow.run(...)` instead."
+            )
+
+        async def main() -> Any:
+            return await self.run(ctx=ctx, start_event=start_event, **kwargs)
+
+        return asyncio.run(main())
+
+    def _start_event(self, start_event: StartEvent | None, kwargs: dict[str, Any]) -> StartEvent:
+        start_cls = self.start_event_class
+        if start_event is not None:
+            if kwargs:
+                raise WorkflowRuntimeError(
+                    f"Pass either start_event or keyword arguments to run(), not both (got "
+                    f"start_event and {', '.join(sorted(kwargs))})."
+                )
+            if not isinstance(start_event, start_cls):
+                raise WorkflowRuntimeError(
+                    f"start_event must be a {start_cls.__name__}, got {type(start_event).__name__}."
+                )
+            return start_event
+        fields = start_cls.model_fields
+        if fields:
+            known = set(fields) | {f.alias for f in fields.values() if f.alias}
+            unknown = sorted(set(kwargs) - known)
+            if unknown:
+                raise WorkflowRuntimeError(
+                    f"run() got keyword arguments that {start_cls.__name__} does not have: "
+                    f"{', '.join(unknown)}. Its fields are: {', '.join(sorted(fields))}."
+                )
+        try:
+            return start_cls(**kwargs)
+        except ValidationError as exc:
+            raise WorkflowRuntimeError(
+                f"Failed creating a start event of type {start_cls.__name__!r} with the "
+                f"keyword arguments: {kwargs}. {exc}"
+            ) from exc
