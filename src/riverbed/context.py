@@ -132,12 +132,12 @@ class Context(Generic[S]):
     def _target(run: Run, message: Event, step: str | None) -> Any:
         if step is None:
             return None
-        rt = run.steps.get(step)
-        if rt is None:
+        if step not in run._specs:
             raise WorkflowRuntimeError(
                 f"Step {step} does not exist in {run.workflow.workflow_name}. "
-                f"Known steps: {', '.join(sorted(run.steps))}."
+                f"Known steps: {', '.join(sorted(run._specs))}."
             )
+        rt = run.runtime(step)
         if not rt.spec.accepts(type(message)):
             raise WorkflowRuntimeError(
                 f"Step {step} does not accept event of type {type(message).__name__}; it "

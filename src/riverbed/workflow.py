@@ -38,12 +38,14 @@ class Workflow:
     _added_steps: ClassVar[dict[str, Callable[..., Any]]] = {}
     _specs_cache: ClassVar[dict[str, StepSpec] | None] = None
     _shape_cache: ClassVar[WorkflowShape | None] = None
+    _routes_cache: ClassVar[dict[type[Event], tuple[str, ...]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         cls._added_steps = {}
         cls._specs_cache = None
         cls._shape_cache = None
+        cls._routes_cache = {}
 
     def __init__(
         self,
@@ -97,6 +99,7 @@ class Workflow:
         cls._added_steps[name] = func
         cls._specs_cache = None
         cls._shape_cache = None
+        cls._routes_cache = {}
 
     @classmethod
     def _collect_functions(cls) -> dict[str, Callable[..., Any]]:
@@ -119,6 +122,19 @@ class Workflow:
                 specs[name] = build_spec(name, fn, config)
             cls._specs_cache = specs
         return specs
+
+    @classmethod
+    def _route(cls, event_type: type[Event]) -> tuple[str, ...]:
+        """Names of the (non-@catch_error) steps that take ``event_type``; computed once."""
+        routes = cls._routes_cache
+        found = routes.get(event_type)
+        if found is None:
+            found = routes[event_type] = tuple(
+                spec.name
+                for spec in cls._step_specs().values()
+                if not spec.config.catch_error and spec.accepts(event_type)
+            )
+        return found
 
     @classmethod
     def _validated_shape(cls) -> WorkflowShape:

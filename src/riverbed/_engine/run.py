@@ -88,7 +88,9 @@ class Run:
         self.verbose = verbose
         self.loop = asyncio.get_running_loop()
         self.thread_id = threading.get_ident()
-        self.steps = {name: StepRuntime(spec) for name, spec in workflow._step_specs().items()}
+        self._specs = workflow._step_specs()
+        #: step runtimes, created on a step's first delivery (most runs touch few steps)
+        self.steps: dict[str, StepRuntime] = {}
         self.result: asyncio.Future[Any] = self.loop.create_future()
         self.stream = EventStream()
         self.status = RunStatus.RUNNING
@@ -153,15 +155,17 @@ class Run:
         return self._seq
 
     # -- routing -------------------------------------------------------------------------
+    def runtime(self, name: str) -> StepRuntime:
+        rt = self.steps.get(name)
+        if rt is None:
+            rt = self.steps[name] = StepRuntime(self._specs[name])
+        return rt
+
     def targets(self, event_type: type[Event]) -> tuple[StepRuntime, ...]:
         found = self._routes.get(event_type)
         if found is None:
-            found = tuple(
-                rt
-                for rt in self.steps.values()
-                if not rt.spec.config.catch_error and rt.spec.accepts(event_type)
-            )
-            self._routes[event_type] = found
+            names = self.workflow._route(event_type)
+            found = self._routes[event_type] = tuple(self.runtime(n) for n in names)
         return found
 
     def route(
@@ -403,18 +407,18 @@ class Run:
         self._timers.add(handle)
 
     def _catch_handler(self, failed_step: str) -> StepRuntime | None:
+        if self._specs[failed_step].config.catch_error:
+            return None  # a handler does not cover another handler
         wildcard = None
-        for rt in self.steps.values():
-            config = rt.spec.config
-            if not config.catch_error or rt.spec.name == failed_step:
+        for spec in self._specs.values():
+            config = spec.config
+            if not config.catch_error:
                 continue
             if config.catch_for_steps is None:
-                wildcard = rt
+                wildcard = spec.name
             elif failed_step in config.catch_for_steps:
-                return rt
-        if wildcard is not None and self.steps[failed_step].spec.config.catch_error:
-            return None  # a handler does not cover another handler
-        return wildcard
+                return self.runtime(spec.name)
+        return self.runtime(wildcard) if wildcard is not None else None
 
     # -- stream --------------------------------------------------------------------------
     def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:

@@ -11,8 +11,8 @@ the durable ones see exactly the same sequence:
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
@@ -55,8 +55,7 @@ class RunRecord:
     parent_run_id: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class StepCommit:
+class StepCommit(NamedTuple):
     """The effects of one successful step attempt, committed together."""
 
     step: str
@@ -70,8 +69,7 @@ class StepCommit:
     state: BaseModel | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class JournalEntry:
+class JournalEntry(NamedTuple):
     """One line of a run's history as a store records it."""
 
     kind: str  # accepted | started | committed | failed | waiter | timer
@@ -79,7 +77,7 @@ class JournalEntry:
     event_seq: int | None = None
     event: Event | None = None
     attempt: int | None = None
-    detail: dict[str, Any] = field(default_factory=dict)
+    detail: dict[str, Any] | None = None
 
 
 @runtime_checkable
