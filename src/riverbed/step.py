@@ -144,7 +144,7 @@ def build_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpe
     params = list(inspect.signature(fn).parameters.values())
     if config.is_method:
         params = params[1:]  # self
-    resources = dict(find_resource_params(fn))
+    resources = dict(find_resource_params(fn, localns=config.localns))
     event_params: list[tuple[str, tuple[type[Event], ...]]] = []
     ctx_param: str | None = None
     state_type: type[BaseModel] | None = None

@@ -16,7 +16,7 @@ from riverbed.context import Context
 from riverbed.errors import WorkflowRuntimeError, WorkflowValidationError
 from riverbed.events import Event, StartEvent, StopEvent
 from riverbed.handler import WorkflowHandler
-from riverbed.resource import ResourceManager
+from riverbed.resource import ResourceManager, validate_resources
 from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
 from riverbed.stores.base import Store
 from riverbed.stores.memory import MemoryStore
@@ -81,6 +81,8 @@ class Workflow:
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         specs = self._step_specs()
         self._shape = None if disable_validation else type(self)._validated_shape()
+        if not disable_validation:
+            self._check_resources(specs)
         self._state_cls: type[BaseModel] = infer_state_type(self.workflow_name, specs)
 
     # -- steps ---------------------------------------------------------------------------
@@ -146,9 +148,22 @@ class Workflow:
         return shape
 
     def validate(self) -> bool:
-        """Check the workflow's graph again; returns True if it asks for human input."""
+        """Check the workflow's graph and resources again; returns True if it asks for
+        human input."""
         type(self)._shape_cache = None
-        return type(self)._validated_shape().uses_human_input
+        shape = type(self)._validated_shape()
+        self._check_resources(self._step_specs())
+        return shape.uses_human_input
+
+    def _check_resources(self, specs: dict[str, StepSpec]) -> None:
+        declared = {name: spec.resources for name, spec in specs.items() if spec.resources}
+        if not declared:
+            return
+        problems = validate_resources(declared, manager=self._resource_manager)
+        if problems:
+            raise WorkflowValidationError(
+                "Resource config validation failed:\n" + "\n".join(f"- {p}" for p in problems)
+            )
 
     # -- facts ---------------------------------------------------------------------------
     @property
