@@ -15,7 +15,15 @@ Catch :class:`WorkflowError` to catch them all::
     │   ├── StepTimeoutError             one step attempt took longer than ``@step(timeout=...)``
     │   └── WaitForEventTimeoutError     ``ctx.wait_for_event(timeout=...)`` ran out
     ├── WorkflowCancelledByUser          ``handler.cancel_run()`` was called
-    └── ContextSerdeError                a payload that cannot be (de)serialized
+    ├── ContextSerdeError                a payload that cannot be (de)serialized
+    └── StoreError                       the run store cannot do what was asked
+        ├── StoreCorruptError            the database file is damaged or not a database
+        ├── StoreSchemaError             the database was written by a newer riverbed
+        ├── StoreLockedError             another process holds the database lock too long
+        ├── RunExistsError               a new run was given an id already in use
+        ├── RunFinishedError             a finished run was resumed or sent an event
+        ├── RunOwnedError                another live process is executing the run
+        └── FencedError                  a stale attempt tried to commit (internal)
 
 A few also subclass the standard exception a Python user would try first:
 ``StatePathError`` and ``StateValidationError`` are ``ValueError``s, the timeout errors are
@@ -34,10 +42,18 @@ __all__ = [
     "ContextSerdeError",
     "ContextStateError",
     "NestedEditStateError",
+    "FencedError",
+    "RunExistsError",
+    "RunFinishedError",
     "RunNotFoundError",
+    "RunOwnedError",
     "StatePathError",
     "StateValidationError",
     "StepTimeoutError",
+    "StoreCorruptError",
+    "StoreError",
+    "StoreLockedError",
+    "StoreSchemaError",
     "WaitForEventTimeoutError",
     "WorkflowCancelledByUser",
     "WorkflowConfigurationError",
@@ -118,3 +134,37 @@ class WorkflowCancelledByUser(WorkflowError):
 
 class ContextSerdeError(WorkflowError):
     """A context or state payload could not be serialized or deserialized."""
+
+
+class StoreError(WorkflowError):
+    """The run store (SQLite file, PostgreSQL server) cannot do what was asked. Nothing
+    committed before the error is lost."""
+
+
+class StoreCorruptError(StoreError):
+    """The database file is damaged, truncated, or not a riverbed database."""
+
+
+class StoreSchemaError(StoreError):
+    """The database was written by a newer riverbed (a higher schema version)."""
+
+
+class StoreLockedError(StoreError):
+    """Another process kept the database locked longer than the busy timeout."""
+
+
+class RunExistsError(StoreError):
+    """A new run was given a run id that is already in the store."""
+
+
+class RunFinishedError(StoreError):
+    """The run has already finished; it cannot be resumed or sent events."""
+
+
+class RunOwnedError(StoreError):
+    """Another live process is executing this run right now."""
+
+
+class FencedError(StoreError):
+    """A stale attempt tried to commit after its delivery was claimed again or finished;
+    its effects were discarded. Internal: the engine handles it."""

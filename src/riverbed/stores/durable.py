@@ -1,0 +1,240 @@
+"""What a durable store keeps, and the operations the engine commits through.
+
+A run is executed by one process at a time (its *owner*); the owner allocates event
+sequence numbers. Each operation below is one database transaction. The contract
+(``docs/durability.md``): a step attempt's effects (delivery done, produced events and their
+deliveries, stream events, state, collect buffers, waiters, run status, result) commit
+together in :meth:`DurableStore.commit`, fenced by the attempt's claim token, so at most
+one attempt per delivery commits and nothing committed is lost.
+
+Payloads are JSON strings made by :mod:`riverbed.serialization`; stores never import a
+class by a name read from their rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from riverbed.stores.base import RunRecord, RunStatus
+
+__all__ = [
+    "CollectRow",
+    "CommitRow",
+    "DeliveryRow",
+    "DurableStore",
+    "EventRow",
+    "ProducedRow",
+    "RunSnapshot",
+    "StreamRow",
+    "WaiterRow",
+]
+
+
+@dataclass(frozen=True)
+class EventRow:
+    """An event that entered a run."""
+
+    seq: int
+    type_key: str
+    payload: str
+    #: the step that produced it, None for the start event and events sent from outside
+    source_step: str | None = None
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ProducedRow:
+    """An event produced by a committing attempt, with the steps it is delivered to."""
+
+    event: EventRow
+    targets: tuple[str, ...]
+    lineage: int = 0
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """An event routed to one step."""
+
+    event_seq: int
+    step: str
+    status: str  # pending | running | done | waiting
+    attempts: int
+    lineage: int
+    #: not-before time (retry backoff) while pending, seconds since the epoch
+    visible_at: float
+    event: EventRow
+
+
+@dataclass(frozen=True)
+class StreamRow:
+    """One durable stream event; ``seq`` is gapless per run, from 1."""
+
+    seq: int
+    commit_seq: int
+    type_key: str
+    payload: str
+
+
+@dataclass(frozen=True)
+class CollectRow:
+    """An event held in a ``collect_events`` buffer of a step."""
+
+    step: str
+    buffer_id: str
+    event: EventRow
+
+
+@dataclass(frozen=True)
+class WaiterRow:
+    """A ``wait_for_event`` call; ``resolved`` is the event that answered it, if any."""
+
+    waiter_id: str
+    step: str
+    event_type: str
+    requirements: str  # JSON object
+    resolved: EventRow | None = None
+
+
+@dataclass(frozen=True)
+class CommitRow:
+    """Everything one successful attempt changes, written in one transaction."""
+
+    event_seq: int
+    step: str
+    attempt: int
+    claim_token: str
+    produced: tuple[ProducedRow, ...] = ()
+    stream: tuple[tuple[str, str], ...] = ()  # (type_key, payload), numbered by the store
+    #: the whole state as JSON, if the attempt changed it
+    state: str | None = None
+    collect_add: tuple[tuple[str, str, int], ...] = ()  # (step, buffer_id, event_seq)
+    collect_remove: tuple[tuple[str, str, int], ...] = ()
+    #: the run's next free event sequence number after this commit
+    next_seq: int = 0
+    #: set when this commit ends the run
+    status: RunStatus | None = None
+    result: str | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """What resuming a run needs, read in one transaction."""
+
+    record: RunRecord
+    state: str
+    state_type: str
+    next_seq: int
+    deliveries: tuple[DeliveryRow, ...]
+    collected: tuple[CollectRow, ...]
+    waiters: tuple[WaiterRow, ...]
+    stream_len: int
+    deadline: float | None = None
+    owner: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class DurableStore(Protocol):
+    """A store whose runs survive the process. Every method is one transaction."""
+
+    durable: bool
+
+    async def open(self) -> None:
+        """Create or open the database and apply pending migrations."""
+        ...
+
+    async def close(self) -> None: ...
+
+    async def create_run(
+        self,
+        record: RunRecord,
+        start: EventRow,
+        targets: tuple[str, ...],
+        state: str,
+        state_type: str,
+        owner: str,
+        deadline: float | None,
+    ) -> None:
+        """Insert a new run, its start event and the start event's deliveries.
+        Raises ``RunExistsError`` if the id is taken."""
+        ...
+
+    async def submit_event(
+        self,
+        run_id: str,
+        event: EventRow,
+        targets: tuple[str, ...],
+        resolves: tuple[str, ...],
+    ) -> tuple[int, bool]:
+        """An event from outside the run: insert it with its deliveries and mark the
+        waiters it answers. With a ``client_event_id`` already seen, nothing is written.
+        Returns ``(seq, applied)``. Raises ``RunNotFoundError``, or ``RunFinishedError``
+        for a terminal run."""
+        ...
+
+    async def claim(
+        self, run_id: str, event_seq: int, step: str, token: str, lease_seconds: float
+    ) -> int:
+        """Start an attempt: the delivery becomes running under ``token`` and its attempt
+        count grows by one (durably, before the body runs). Returns the attempt number.
+        Raises ``FencedError`` if the delivery is done or the run is terminal."""
+        ...
+
+    async def commit(self, run_id: str, commit: CommitRow) -> int:
+        """Apply an attempt's effects atomically; returns the commit's sequence number.
+        Raises ``FencedError`` (and writes nothing) if ``claim_token`` no longer owns the
+        delivery."""
+        ...
+
+    async def fail_attempt(
+        self,
+        run_id: str,
+        event_seq: int,
+        step: str,
+        token: str,
+        error: str,
+        retry_at: float | None,
+    ) -> None:
+        """An attempt raised. With ``retry_at`` the delivery goes back to pending until
+        then; without, it stays running for the give-up commit that follows."""
+        ...
+
+    async def register_waiter(self, run_id: str, waiter: WaiterRow) -> WaiterRow:
+        """Record a waiter (idempotent by id); returns the stored row, whose ``resolved``
+        is set if the answer already arrived."""
+        ...
+
+    async def finish_run(
+        self, run_id: str, status: RunStatus, result: str | None, error: str | None
+    ) -> None:
+        """Mark the run terminal outside a step commit (timeout, cancel, failure)."""
+        ...
+
+    async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
+        """Become the run's owner and read everything needed to continue it. Raises
+        ``RunNotFoundError``, ``RunFinishedError``, or ``RunOwnedError`` if a live process
+        owns it."""
+        ...
+
+    async def release_run(self, run_id: str, owner: str) -> None:
+        """Give up ownership (the process is exiting, or the run waits for input)."""
+        ...
+
+    async def get_run(self, run_id: str) -> RunRecord: ...
+
+    async def list_runs(
+        self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 100
+    ) -> list[RunRecord]: ...
+
+    async def read_stream(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StreamRow]:
+        """Durable stream rows with ``seq > after``, in order."""
+        ...
+
+    async def read_events(self, run_id: str) -> list[EventRow]:
+        """Every event that entered the run, in order."""
+        ...
+
+    async def read_state(self, run_id: str) -> tuple[str, str]:
+        """The run's committed state JSON and its state type key."""
+        ...
