@@ -1,0 +1,151 @@
+"""The read side of :class:`~riverbed.stores.sqlite.SqliteStore`: SQL that turns rows
+back into the row types of :mod:`riverbed.stores.durable`.
+
+Each function runs inside a transaction opened by
+:class:`~riverbed.stores._sqlite_conn.SqliteConnections`, so multi-statement reads see one
+consistent snapshot.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from riverbed.errors import RunNotFoundError
+from riverbed.stores.base import RunRecord, RunStatus
+from riverbed.stores.durable import (
+    CollectRow,
+    DeliveryRow,
+    EventRow,
+    RunSnapshot,
+    StreamRow,
+    WaiterRow,
+)
+
+_RUN_COLUMNS = "run_id, workflow, status, created_at, finished_at, result, error, parent_run_id"
+_EVENT_COLUMNS = "e.seq, e.type_key, e.payload, e.source_step, e.client_event_id"
+
+
+def not_found(run_id: str) -> RunNotFoundError:
+    return RunNotFoundError(
+        f"No run with id {run_id!r} in this SQLite store. Check the id and the database "
+        "path; list the runs with `await store.list_runs()`."
+    )
+
+
+def run_status(conn: sqlite3.Connection, run_id: str) -> RunStatus:
+    row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise not_found(run_id)
+    return RunStatus(row[0])
+
+
+def event_row(row: Any, offset: int = 0) -> EventRow:
+    seq, type_key, payload, source_step, client_event_id = row[offset : offset + 5]
+    return EventRow(seq, type_key, payload, source_step, client_event_id)
+
+
+def run_record(row: Any) -> RunRecord:
+    run_id, workflow, status, created, finished, result, error, parent = row
+    return RunRecord(run_id, workflow, RunStatus(status), created, finished, result, error, parent)
+
+
+def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
+    row = conn.execute(
+        f"SELECT {_RUN_COLUMNS}, state, state_type, state_version, next_seq, stream_next,"
+        " deadline, owner FROM runs WHERE run_id = ?",
+        (run_id,),
+    ).fetchone()
+    if row is None:
+        raise not_found(run_id)
+    state, state_type, version, next_seq, stream_next, deadline, owner = row[8:]
+    deliveries = tuple(
+        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6))
+        for d in conn.execute(
+            "SELECT d.event_seq, d.step, d.status, d.attempts, d.lineage, d.visible_at,"
+            f" {_EVENT_COLUMNS} FROM deliveries d JOIN events e"
+            " ON e.run_id = d.run_id AND e.seq = d.event_seq"
+            " WHERE d.run_id = ? AND d.status != 'done' ORDER BY d.event_seq, d.step",
+            (run_id,),
+        )
+    )
+    collected = tuple(
+        CollectRow(c[0], c[1], event_row(c, 2))
+        for c in conn.execute(
+            f"SELECT c.step, c.buffer_id, {_EVENT_COLUMNS} FROM collected c JOIN events e"
+            " ON e.run_id = c.run_id AND e.seq = c.event_seq"
+            " WHERE c.run_id = ? ORDER BY c.step, c.buffer_id, c.event_seq",
+            (run_id,),
+        )
+    )
+    return RunSnapshot(
+        record=run_record(row[:8]),
+        state=state,
+        state_type=state_type,
+        next_seq=next_seq,
+        deliveries=deliveries,
+        collected=collected,
+        waiters=tuple(read_waiters(conn, run_id)),
+        stream_len=stream_next - 1,
+        deadline=deadline,
+        owner=owner,
+        extra={"state_version": str(version)},
+    )
+
+
+def read_waiters(
+    conn: sqlite3.Connection, run_id: str, waiter_id: str | None = None
+) -> list[WaiterRow]:
+    rows = conn.execute(
+        f"SELECT w.waiter_id, w.step, w.event_type, w.requirements, {_EVENT_COLUMNS}"
+        " FROM waiters w LEFT JOIN events e ON e.run_id = w.run_id AND e.seq = w.resolved_seq"
+        " WHERE w.run_id = ? AND (? IS NULL OR w.waiter_id = ?) ORDER BY w.created_at, w.rowid",
+        (run_id, waiter_id, waiter_id),
+    )
+    return [
+        WaiterRow(r[0], r[1], r[2], r[3], None if r[4] is None else event_row(r, 4)) for r in rows
+    ]
+
+
+def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
+    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise not_found(run_id)
+    return run_record(row)
+
+
+def list_runs(
+    conn: sqlite3.Connection, workflow: str | None, status: RunStatus | None, limit: int
+) -> list[RunRecord]:
+    wanted = status.value if status is not None else None
+    rows = conn.execute(
+        f"SELECT {_RUN_COLUMNS} FROM runs WHERE (? IS NULL OR workflow = ?)"
+        " AND (? IS NULL OR status = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
+        (workflow, workflow, wanted, wanted, limit),
+    )
+    return [run_record(row) for row in rows]
+
+
+def read_stream(conn: sqlite3.Connection, run_id: str, after: int, limit: int) -> list[StreamRow]:
+    run_status(conn, run_id)
+    rows = conn.execute(
+        "SELECT seq, commit_seq, type_key, payload FROM stream WHERE run_id = ? AND seq > ?"
+        " ORDER BY seq LIMIT ?",
+        (run_id, after, limit),
+    )
+    return [StreamRow(*row) for row in rows]
+
+
+def read_events(conn: sqlite3.Connection, run_id: str) -> list[EventRow]:
+    run_status(conn, run_id)
+    rows = conn.execute(
+        f"SELECT {_EVENT_COLUMNS} FROM events e WHERE e.run_id = ? ORDER BY e.seq", (run_id,)
+    )
+    return [event_row(row) for row in rows]
+
+
+def read_state(conn: sqlite3.Connection, run_id: str) -> tuple[str, str]:
+    row = conn.execute("SELECT state, state_type FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    if row is None:
+        raise not_found(run_id)
+    return str(row[0]), str(row[1])
