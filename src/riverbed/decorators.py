@@ -14,13 +14,23 @@ __all__ = ["catch_error", "step"]
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _caller_locals(depth: int) -> dict[str, Any] | None:
+def _caller_locals(depth: int) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The caller's namespace and, when the caller is a class body, the namespace of the
+    function the class is defined in (``None`` when there is none)."""
     try:
         frame = sys._getframe(depth + 1)
     except ValueError:  # pragma: no cover - shallow stack
-        return None
+        return None, None
     # A class body's f_locals is the namespace being built, so later names are seen too.
-    return frame.f_locals
+    local = frame.f_locals
+    outer: dict[str, Any] | None = None
+    enclosing = frame.f_back
+    is_class_body = "__module__" in local and "__qualname__" in local
+    # A workflow class defined inside a function (tests, factories) names events defined in
+    # that function; with string annotations they are only found in its locals.
+    if is_class_body and enclosing is not None and enclosing.f_locals is not enclosing.f_globals:
+        outer = enclosing.f_locals
+    return local, outer
 
 
 def _check_options(num_workers: Any, timeout: Any) -> None:
@@ -78,9 +88,11 @@ def step(
             async def fetch(self, ctx: Context, ev: UrlEvent) -> PageEvent: ...
     """
     _check_options(num_workers, timeout)
-    localns = _caller_locals(1)
+    localns, outerns = _caller_locals(1)
 
     def decorate(fn: F) -> F:
+        if not callable(fn):  # checked first: the message below reads fn.__name__
+            raise WorkflowValidationError(f"@step must decorate a function, got {fn!r}.")
         if workflow is None and not _looks_like_method(fn):
             raise WorkflowValidationError(
                 f"To decorate {fn.__name__} please pass a workflow class to the @step "
@@ -91,6 +103,7 @@ def step(
             retry_policy=retry_policy,
             timeout=timeout,
             localns=localns,
+            outerns=outerns,
             is_method=workflow is None,
         )
         return _attach(fn, config, workflow)
@@ -138,7 +151,7 @@ def catch_error(
         raise WorkflowValidationError(
             f"for_steps must be None or a list of step name strings, got {for_steps!r}."
         )
-    localns = _caller_locals(1)
+    localns, outerns = _caller_locals(1)
 
     def decorate(fn: F) -> F:
         config = StepConfig(
@@ -147,6 +160,7 @@ def catch_error(
             catch_for_steps=tuple(for_steps) if for_steps is not None else None,
             max_recoveries=max_recoveries,
             localns=localns,
+            outerns=outerns,
         )
         return _attach(fn, config, None)
 

@@ -144,5 +144,5 @@ class PickleSerializer(JsonSerializer):
 
     def from_jsonable(self, raw: Any) -> Any:
         if isinstance(raw, dict) and set(raw) == {"__pickle__"}:
-            return pickle.loads(base64.b64decode(raw["__pickle__"]))  # noqa: S301 - opt-in
+            return pickle.loads(base64.b64decode(raw["__pickle__"]))
         return super().from_jsonable(raw)

@@ -145,7 +145,14 @@ def _assign(node: Any, segment: str, value: Any) -> None:
     if isinstance(node, dict):
         node[segment] = value
     elif isinstance(node, list):
-        node[int(segment)] = value
+        # A bad index is a bad path, like on get(): StatePathError, not a bare IndexError.
+        try:
+            node[int(segment)] = value
+        except (ValueError, IndexError):
+            raise StatePathError(
+                f"Cannot set item {segment!r} of a list of {len(node)} items; use an "
+                "existing index, or set the whole list."
+            ) from None
     elif isinstance(node, DictState):
         node.data[segment] = value
     elif isinstance(node, BaseModel):
@@ -158,7 +165,41 @@ def _assign(node: Any, segment: str, value: Any) -> None:
                 f"Cannot set {type(node).__name__}.{segment} to {value!r}: {exc}"
             ) from exc
     else:
-        setattr(node, segment, value)
+        try:
+            setattr(node, segment, value)
+        except (AttributeError, TypeError):
+            # e.g. set("count.x", 1) where count is an int: report the path, not the int.
+            raise StatePathError(
+                f"Cannot set {segment!r} on a {type(node).__name__}; only dicts, lists and "
+                "objects with attributes can hold a path."
+            ) from None
+
+
+def _revalidate(model: BaseModel) -> None:
+    """Validate every field of ``model`` in place, nested models first.
+
+    pydantic keeps a model instance as it is when it is assigned to a field (it does not
+    revalidate instances), so ``state.inner.count = "x"`` would go unnoticed if only the
+    top-level fields were checked.
+    """
+    validator = type(model).__pydantic_validator__
+    for name in type(model).model_fields:
+        value = model.__dict__[name]
+        _revalidate_nested(value)
+        validator.validate_assignment(model, name, value)
+
+
+def _revalidate_nested(value: Any) -> None:
+    """Revalidate the pydantic models found in ``value`` (itself, or inside containers)."""
+    if isinstance(value, BaseModel):
+        if not isinstance(value, DictState):
+            _revalidate(value)
+    elif type(value) in (list, tuple):
+        for item in value:
+            _revalidate_nested(item)
+    elif type(value) is dict:
+        for item in value.values():
+            _revalidate_nested(item)
 
 
 def _walk_creating(root: Any, segments: list[str]) -> Any:
@@ -252,13 +293,17 @@ class StateStore(Generic[S]):
 
     # -- writes --------------------------------------------------------------------------
     async def set(self, path: str, value: Any) -> None:
-        """Set the value at dotted ``path``, creating missing intermediate dicts.
+        """Set the value at dotted ``path``, creating missing intermediate dicts. A copy of
+        ``value`` is stored (objects that cannot be copied, like clients, are shared).
 
         Typed state is validated: a wrong type raises
         :class:`~riverbed.errors.StateValidationError` and leaves the state unchanged.
         """
         segments = _split(path)
         self._check_not_nested("set()")
+        # Keep a copy, as set_state() does and as a durable store (which serializes) would:
+        # changing the caller's list afterwards must not change the state behind the lock.
+        value = snapshot(value)
         async with self._lock:
             work = self._state
             new_state: Any
@@ -275,14 +320,27 @@ class StateStore(Generic[S]):
                 new_state = work.model_construct(**data)
             else:
                 new_state = work.__copy__()
+                top = segments[0]
                 if len(segments) == 1:
-                    _assign(new_state, segments[0], value)
+                    top_value = value
                 else:
-                    top_value = snapshot(getattr(new_state, segments[0]))
-                    holder = {segments[0]: top_value}
+                    try:
+                        current = getattr(new_state, top)
+                    except AttributeError:
+                        raise StatePathError(
+                            f"{type(work).__name__} has no field {top!r} (path {path!r})."
+                        ) from None
+                    holder = {top: snapshot(current)}
                     parent = _walk_creating(holder, segments[:-1])
                     _assign(parent, segments[-1], value)
-                    _assign(new_state, segments[0], holder[segments[0]])
+                    top_value = holder[top]
+                # A change deep inside a nested model or a dict of a nested model is not
+                # seen by validating the top-level field alone (pydantic keeps instances).
+                try:
+                    _revalidate_nested(top_value)
+                except ValidationError as exc:
+                    raise StateValidationError(f"Cannot set {path!r} to {value!r}: {exc}") from exc
+                _assign(new_state, top, top_value)
             self._commit(new_state)
 
     async def set_state(self, state: S | BaseModel | dict[str, Any]) -> None:
@@ -334,10 +392,8 @@ class StateStore(Generic[S]):
             raise StateValidationError(
                 f"edit_state() must leave a {self.state_type.__name__}, got {type(work).__name__}."
             )
-        validator = type(work).__pydantic_validator__
         try:
-            for name in type(work).model_fields:
-                validator.validate_assignment(work, name, work.__dict__[name])
+            _revalidate(work)
         except ValidationError as exc:
             raise StateValidationError(
                 f"The edited state is not a valid {self.state_type.__name__}; the edit was "

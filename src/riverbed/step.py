@@ -37,6 +37,8 @@ class StepConfig:
     max_recoveries: int = 1
     #: the namespace the decorator was called in, for string annotations
     localns: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    #: the locals of the function a workflow class is defined in (searched after localns)
+    outerns: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     #: a free function registered with ``@step(workflow=...)`` has no ``self``
     is_method: bool = True
 
@@ -140,11 +142,14 @@ def build_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpe
     """Read a step's signature into a :class:`StepSpec`, or raise a clear validation error."""
     from riverbed.resource import find_resource_params
 
-    hints = resolve_hints(fn, config.localns)
+    localns = config.localns
+    if config.outerns:
+        localns = {**config.outerns, **(localns or {})}
+    hints = resolve_hints(fn, localns)
     params = list(inspect.signature(fn).parameters.values())
     if config.is_method:
         params = params[1:]  # self
-    resources = dict(find_resource_params(fn, localns=config.localns))
+    resources = dict(find_resource_params(fn, localns=localns))
     event_params: list[tuple[str, tuple[type[Event], ...]]] = []
     ctx_param: str | None = None
     state_type: type[BaseModel] | None = None

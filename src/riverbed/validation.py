@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ValidationError
 
-from riverbed.errors import WorkflowValidationError
+from riverbed.errors import WorkflowConfigurationError, WorkflowValidationError
 from riverbed.events import (
     Event,
     HumanResponseEvent,
@@ -170,7 +170,9 @@ def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
                     f"{start.__name__} returns {' | '.join(t.__name__ for t in spec.accepted)}."
                 )
     if problems:
-        raise WorkflowValidationError(
+        # The peer's name for graph errors found at construction; it is a
+        # WorkflowValidationError, so either `except` clause catches it.
+        raise WorkflowConfigurationError(
             f"Workflow {name!r} is not valid:\n" + "\n".join(f"- {p}" for p in problems)
         )
     assert start is not None
