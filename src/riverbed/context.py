@@ -8,6 +8,7 @@ sense inside a step (``collect_events``, ``wait_for_event``...) raise
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -27,6 +28,9 @@ __all__ = ["Context", "RetryInfo"]
 
 S = TypeVar("S", bound=BaseModel)
 E = TypeVar("E", bound=Event)
+
+#: Serialises ``collect_events`` calls made from sync steps' worker threads.
+_COLLECT_LOCK = threading.Lock()
 
 
 class Context(Generic[S]):
@@ -109,21 +113,48 @@ class Context(Generic[S]):
                 f"send_event() takes an Event, got {type(message).__name__}. Wrap the data in "
                 "an Event subclass."
             )
-        target = self._target(run, message, step)
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and attempt.run is not run:
             attempt = None
         if threading.get_ident() != run.thread_id:
-            run.loop.call_soon_threadsafe(self._deliver, run, message, target, attempt)
+            self._send_from_thread(run, message, step, attempt)
         else:
-            self._deliver(run, message, target, attempt)
+            self._deliver(run, message, self._target(run, message, step), attempt)
+
+    def _send_from_thread(
+        self, run: Run, message: Event, step: str | None, attempt: Attempt | None
+    ) -> None:
+        # A sync step runs in a worker thread. Routing happens on the run's loop (it reads
+        # and creates step runtimes), and the thread waits for it, so a sync step gets the
+        # same errors as an async one ("does not exist", "No step accepts ...") instead of
+        # them going to the loop's exception handler while the run hangs.
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def deliver() -> None:
+            try:
+                self._deliver(run, message, self._target(run, message, step), attempt)
+            except BaseException as exc:
+                done.set_exception(exc)
+            else:
+                done.set_result(None)
+
+        run.loop.call_soon_threadsafe(deliver)
+        while True:
+            try:
+                return done.result(timeout=1.0)
+            except concurrent.futures.TimeoutError:
+                # Never block a thread for good on a loop that has stopped.
+                if run.loop.is_closed() or not run.loop.is_running():
+                    raise WorkflowRuntimeError(
+                        f"send_event(): the event loop of run {run.run_id} stopped before "
+                        "the event could be delivered."
+                    ) from None
 
     @staticmethod
     def _deliver(run: Run, message: Event, target: Any, attempt: Attempt | None) -> None:
         if attempt is not None:
             run.route(message, target=target, lineage=attempt.delivery.lineage, source=attempt)
             return
-        run.waiting_for_input = False
         seq = run._next_seq()
         run.background(run.store.event_accepted(run.run_id, seq, message))
         run.route(message, seq=seq, target=target)
@@ -164,6 +195,18 @@ class Context(Generic[S]):
         """Buffer ``ev``; once an event of every type in ``expected`` has arrived (with
         repeats, e.g. ``[Done] * 10``), return them in ``expected`` order, else None."""
         attempt = self._attempt("collect_events()")
+        if threading.get_ident() != attempt.run.thread_id:
+            # Sync steps run in worker threads, up to num_workers of one step at once, and
+            # share the step's buffers: without the lock two threads could each create the
+            # same buffer (losing an event) or both take a completed one.
+            with _COLLECT_LOCK:
+                return self._collect(attempt, ev, expected, buffer_id)
+        return self._collect(attempt, ev, expected, buffer_id)
+
+    @staticmethod
+    def _collect(
+        attempt: Attempt, ev: Event, expected: Sequence[type[Event]], buffer_id: str | None
+    ) -> list[Event] | None:
         buffers = attempt.rt.buffers
         buffer = buffers.get(buffer_id)
         if buffer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,10 @@ class WorkflowHandler:
         async for ev in handler.stream_events():
             print(ev)
         result = await handler
+
+    Cancelling a task that awaits the handler (``asyncio.wait_for(handler, 5)`` running
+    out) cancels the run too, as in LlamaIndex; ``asyncio.shield(handler)`` waits without
+    that effect.
     """
 
     __slots__ = ("_run",)
@@ -65,6 +70,10 @@ class WorkflowHandler:
         future = self._run.result
         if not future.done():
             return None
+        if future.cancelled():
+            # The task awaiting the handler was cancelled, and the run with it (see
+            # Run._on_result_done); Future.exception() would raise here instead.
+            return asyncio.CancelledError()
         return future.exception()
 
     def get_stop_event(self) -> StopEvent | None:

@@ -146,15 +146,11 @@ class WorkflowTestRunner:
         """Run to the end; raises what the run raises."""
         handler = self._workflow.run(ctx=ctx, start_event=start_event, **kwargs)
         excluded = tuple(exclude_events or ())
-        collected = [
-            ev async for ev in handler.stream_events() if not isinstance(ev, excluded)
-        ]
+        collected = [ev async for ev in handler.stream_events() if not isinstance(ev, excluded)]
         result = await handler
         journal = await self._workflow.store.get_journal(handler.run_id)
         events = [
-            entry.event
-            for entry in journal
-            if entry.kind == "accepted" and entry.event is not None
+            entry.event for entry in journal if entry.kind == "accepted" and entry.event is not None
         ]
         counts: Counter[type[Event]] = Counter(type(e) for e in events)
         for ev in collected:

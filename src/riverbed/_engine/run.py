@@ -5,6 +5,7 @@ routed by a dict lookup. Nothing here copies pending work, so each event costs O
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
 import inspect
@@ -13,7 +14,7 @@ import threading
 import time
 import zlib
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
@@ -92,6 +93,7 @@ class Run:
         #: step runtimes, created on a step's first delivery (most runs touch few steps)
         self.steps: dict[str, StepRuntime] = {}
         self.result: asyncio.Future[Any] = self.loop.create_future()
+        self.result.add_done_callback(self._on_result_done)
         self.stream = EventStream()
         self.status = RunStatus.RUNNING
         self.done = False
@@ -107,14 +109,16 @@ class Run:
         self._timeout_handle: TimerHandle | None = None
         self._booting = True
         self._holds_slot = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self, start_event: Event) -> None:
+        # Registered with the parent here, not in __init__: a run refused before it starts
+        # (its Context is busy) must not be cancelled, and recorded, as a child later.
         if self.parent is not None:
             self.parent.run.children.append(self)
             if self.parent.children is None:
                 self.parent.children = []
             self.parent.children.append(self)
-
-    # -- lifecycle -----------------------------------------------------------------------
-    def start(self, start_event: Event) -> None:
         self._track(self.loop.create_task(self._boot(start_event)))
 
     async def _boot(self, start_event: Event) -> None:
@@ -185,6 +189,8 @@ class Run:
             seq = self._next_seq()
         if source is not None:
             source.produced.append((seq, event))
+            if self.waiting_for_input:
+                self._progressed(source)
         if isinstance(event, StopEvent):
             self.background(self.complete(event))
             return
@@ -253,15 +259,26 @@ class Run:
                 print(f"Running step {spec.name}")
             try:
                 result = await self._call_with_timeout(spec, delivery.event, attempt)
-            except asyncio.CancelledError:
-                if not attempt.timed_out or self.done:
+            except asyncio.CancelledError as exc:
+                error: Exception
+                if attempt.timed_out and not self.done:
+                    _uncancel(task)
+                    error = StepTimeoutError(
+                        f"Step {spec.name!r} timed out after {spec.config.timeout} seconds "
+                        f"(attempt {delivery.attempts}). Raise @step(timeout=...) or make the "
+                        "step faster."
+                    )
+                elif self.done or _is_cancelling(task):
                     raise
-                _uncancel(task)
-                error: Exception = StepTimeoutError(
-                    f"Step {spec.name!r} timed out after {spec.config.timeout} seconds "
-                    f"(attempt {delivery.attempts}). Raise @step(timeout=...) or make the "
-                    "step faster."
-                )
+                else:
+                    # Nobody cancelled this worker: the step's own code let a CancelledError
+                    # out (it awaited a task that something else cancelled). Re-raising it
+                    # would end the worker silently and leave the run hanging forever.
+                    error = WorkflowRuntimeError(
+                        f"Step {spec.name!r} raised CancelledError although the step was not "
+                        "cancelled (it probably awaited a task or future that was cancelled)."
+                    )
+                    error.__cause__ = exc
                 await self._on_failure(rt, delivery, attempt, error)
             except Exception as exc:
                 await self._on_failure(rt, delivery, attempt, exc)
@@ -333,7 +350,18 @@ class Run:
         if isinstance(result, StopEvent):
             await self.complete(result)
         elif result is not None:
+            if self.waiting_for_input:
+                self._progressed(attempt)
             self.route(result, seq=seq, lineage=delivery.lineage, defer=True)
+
+    def _progressed(self, attempt: Attempt) -> None:
+        # Once a run has asked the outside for input (streamed an InputRequiredEvent) it is
+        # "waiting", not stuck, when idle, until one of its steps produces an event on its
+        # own. An event from outside does not end the wait by itself: it may be a side
+        # message (feedback, a ping) handled by a step that returns None while the question
+        # is still open, and the run must not then be failed as stuck.
+        if not any(isinstance(ev, InputRequiredEvent) for ev in attempt.stream):
+            self.waiting_for_input = False
 
     async def _on_failure(
         self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, error: Exception
@@ -430,7 +458,13 @@ class Run:
             self.waiting_for_input = True
         self.stream.write(event)
         if self.parent is not None and not isinstance(event, StopEvent):
-            self.parent.run.write_stream(event)
+            parent = self.parent.run
+            if parent.thread_id == self.thread_id:
+                parent.write_stream(event)
+            else:
+                # A child started with run_sync() inside a sync step runs on its own loop
+                # in the step's thread; the parent's stream belongs to the parent's loop.
+                parent.call_threadsafe(parent.write_stream, event)
 
     # -- endings -------------------------------------------------------------------------
     async def complete(self, stop: StopEvent) -> None:
@@ -442,8 +476,27 @@ class Run:
         await self._finish(RunStatus.CANCELLED, WorkflowCancelledEvent(), error)
 
     def cancel_soon(self) -> None:
-        if not self.done:
-            self.background(self.cancel())
+        if self.done:
+            return
+        if threading.get_ident() != self.thread_id:
+            # A parent on another loop (see write_stream) cancels this child.
+            self.call_threadsafe(self.cancel_soon)
+            return
+        self.background(self.cancel())
+
+    def call_threadsafe(self, callback: Callable[..., object], *args: Any) -> None:
+        """Call ``callback(*args)`` on this run's loop from another thread."""
+        with contextlib.suppress(RuntimeError):  # the loop is closed: the run is over
+            self.loop.call_soon_threadsafe(callback, *args)
+
+    def _on_result_done(self, future: asyncio.Future[Any]) -> None:
+        # Cancelling a task that awaits the handler (``asyncio.wait_for(handler, t)`` running
+        # out, a parent step being cancelled) cancels this future. Without this the run went
+        # on unobserved, reporting "completed" while awaiting it raised CancelledError. As
+        # with LlamaIndex, whose handler is a Future, it aborts the run;
+        # ``asyncio.shield(handler)`` waits without that effect.
+        if future.cancelled() and not self.done:
+            self.cancel_soon()
 
     def _on_timeout(self) -> None:
         if self.done:
@@ -475,7 +528,8 @@ class Run:
         ]
         for rt in self.steps.values():
             for buffer_id, buffer in rt.buffers.items():
-                missing = buffer.missing()
+                # An empty buffer completed (and was emptied): it is not waiting for anything.
+                missing = buffer.missing() if len(buffer) else None
                 if missing:
                     name = f" (buffer {buffer_id!r})" if buffer_id else ""
                     lines.append(
@@ -529,6 +583,13 @@ class Run:
                     self.result.set_result(value)
                 else:
                     self.result.set_exception(error)
+
+
+def _is_cancelling(task: Any) -> bool:
+    # Python 3.11+ tells whether a cancel was requested for the task; 3.10 cannot, so there
+    # every CancelledError is taken to be a real cancel.
+    cancelling = getattr(task, "cancelling", None)
+    return cancelling is None or cancelling() > 0
 
 
 def _uncancel(task: Any) -> None:

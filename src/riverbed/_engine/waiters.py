@@ -49,7 +49,8 @@ _ABSENT = object()
 
 
 class Waiters:
-    """The waiters of one run, and the waiter ids whose request event was already sent."""
+    """The waiters of one run, and the waiter ids whose request event was sent and not yet
+    answered (so a retried wait that was never answered does not ask twice)."""
 
     __slots__ = ("_announced", "_run", "_waiters")
 
@@ -69,6 +70,9 @@ class Waiters:
                 waiter.future.set_result(event)
                 self._waiters.remove(waiter)
                 taken.add(waiter.step)
+                # Answered: a later wait under this id (a retry of the step after the
+                # answer was used) is a new question and must be announced again.
+                self._announced.discard(waiter.waiter_id)
         if taken:
             self._run.waiting_for_input = False
         return taken

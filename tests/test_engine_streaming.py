@@ -1,0 +1,156 @@
+"""handler.stream_events(): ordering, several readers, late readers, failures."""
+
+import asyncio
+
+import pytest
+
+from riverbed import (
+    Context,
+    ContextStateError,
+    Event,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowFailedEvent,
+    step,
+)
+
+pytestmark = pytest.mark.usefixtures("hang_guard")
+
+
+class Tick(Event):
+    n: int
+
+
+class Next(Event):
+    n: int
+
+
+class Ticker(Workflow):
+    """Streams Tick(0..count-1) over a chain of steps, then stops with the count."""
+
+    @step
+    async def begin(self, ctx: Context, ev: StartEvent) -> Next:
+        ctx.write_event_to_stream(None)  # ignored
+        return Next(n=0)
+
+    @step
+    async def tick(self, ctx: Context, ev: Next) -> Next | StopEvent:
+        ctx.write_event_to_stream(Tick(n=ev.n))
+        await asyncio.sleep(0)
+        if ev.n + 1 < 5:
+            return Next(n=ev.n + 1)
+        return StopEvent(result=ev.n + 1)
+
+
+async def test_stream_is_in_order_and_ends_with_the_stop_event() -> None:
+    handler = Ticker().run()
+    events = [ev async for ev in handler.stream_events()]
+    assert [ev.n for ev in events[:-1]] == [0, 1, 2, 3, 4]
+    assert type(events[-1]) is StopEvent
+    assert events[-1].result == 5
+    assert await handler == 5
+
+
+async def test_two_readers_each_get_the_whole_stream() -> None:
+    handler = Ticker().run()
+
+    async def read() -> list[Event]:
+        return [ev async for ev in handler.stream_events()]
+
+    first, second = await asyncio.gather(read(), read())
+    assert first == second
+    assert len(first) == 6
+    assert first[-1] is second[-1]
+
+
+async def test_a_reader_started_after_the_run_finished_gets_everything() -> None:
+    handler = Ticker().run()
+    assert await handler == 5
+    events = [ev async for ev in handler.stream_events()]
+    assert [type(e) for e in events] == [Tick] * 5 + [StopEvent]
+    again = [ev async for ev in handler.stream_events()]
+    assert again == events
+
+
+async def test_a_reader_can_resume_after_a_position() -> None:
+    handler = Ticker().run()
+    await handler
+    events = [ev async for ev in handler.stream_events(after=3)]
+    assert [getattr(e, "n", None) for e in events] == [3, 4, None]
+
+
+async def test_a_reader_joining_midway_reads_from_the_start() -> None:
+    release = asyncio.Event()
+
+    class Flow(Workflow):
+        @step
+        async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Tick(n=1))
+            await release.wait()
+            ctx.write_event_to_stream(Tick(n=2))
+            return StopEvent()
+
+    handler = Flow().run()
+    early: list[Event] = []
+    async for ev in handler.stream_events():
+        early.append(ev)
+        if len(early) == 1:
+            late_reader = asyncio.ensure_future(_collect(handler))
+            await asyncio.sleep(0)
+            release.set()
+    late = await late_reader
+    assert [type(e) for e in early] == [Tick, Tick, StopEvent]
+    assert late == early
+
+
+async def _collect(handler: object) -> list[Event]:
+    return [ev async for ev in handler.stream_events()]  # type: ignore[attr-defined]
+
+
+async def test_failure_ends_the_stream_with_workflow_failed_event() -> None:
+    class Flow(Workflow):
+        @step
+        async def begin(self, ctx: Context, ev: StartEvent) -> Next:
+            ctx.write_event_to_stream(Tick(n=1))
+            return Next(n=1)
+
+        @step
+        async def explode(self, ev: Next) -> StopEvent:
+            raise KeyError("missing thing")
+
+    handler = Flow().run()
+    events = [ev async for ev in handler.stream_events()]
+    assert [type(e) for e in events] == [Tick, WorkflowFailedEvent]
+    failed = events[-1]
+    assert failed.step_name == "explode"
+    assert isinstance(failed.exception, KeyError)
+    assert failed.attempts == 1
+    with pytest.raises(KeyError, match="missing thing") as info:
+        await handler
+    assert info.value is failed.exception
+    assert handler.status.value == "failed"
+
+
+async def test_writing_to_the_stream_after_the_run_is_an_error() -> None:
+    handler = Ticker().run()
+    await handler
+    with pytest.raises(ContextStateError, match="finished"):
+        handler.ctx.write_event_to_stream(Tick(n=9))
+
+
+async def test_the_handler_context_can_write_to_a_running_stream() -> None:
+    release = asyncio.Event()
+
+    class Flow(Workflow):
+        @step
+        async def work(self, ev: StartEvent) -> StopEvent:
+            await release.wait()
+            return StopEvent()
+
+    handler = Flow().run()
+    await asyncio.sleep(0)
+    handler.ctx.write_event_to_stream(Tick(n=42))
+    release.set()
+    events = [ev async for ev in handler.stream_events()]
+    assert [type(e) for e in events] == [Tick, StopEvent]
