@@ -58,6 +58,14 @@ class StepSpec:
     state_type: type[BaseModel] | None
     #: resource parameters: name -> (descriptor, annotated type)
     resources: dict[str, tuple[Any, Any]]
+    #: "ctx_event", "event_ctx" or "event" when the method can be called positionally with
+    #: just those arguments; "" otherwise (keywords, resources, free functions)
+    arg_order: str = ""
+
+    @property
+    def plain_async(self) -> bool:
+        """An async method taking only (ctx, event) or (event): the engine's fast path."""
+        return self.is_async and bool(self.arg_order)
 
     @property
     def num_workers(self) -> int:
@@ -138,6 +146,26 @@ def _return_types(
     return tuple(emitted)
 
 
+def _arg_order(
+    params: list[inspect.Parameter],
+    config: StepConfig,
+    resources: dict[str, Any],
+    ctx_param: str | None,
+    event_param: str,
+) -> str:
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if not config.is_method or resources or any(p.kind not in positional for p in params):
+        return ""
+    names = [p.name for p in params]
+    if names == [ctx_param, event_param]:
+        return "ctx_event"
+    if names == [event_param, ctx_param]:
+        return "event_ctx"
+    if names == [event_param]:
+        return "event"
+    return ""
+
+
 def build_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpec:
     """Read a step's signature into a :class:`StepSpec`, or raise a clear validation error."""
     from riverbed.resource import find_resource_params
@@ -186,6 +214,7 @@ def build_spec(name: str, fn: Callable[..., Any], config: StepConfig) -> StepSpe
             f"@catch_error handler {name!r} must accept StepFailedEvent (`ev: StepFailedEvent`)."
         )
     return StepSpec(
+        arg_order=_arg_order(params, config, resources, ctx_param, event_param),
         name=name,
         fn=fn,
         config=config,

@@ -21,6 +21,7 @@ from typing import Any
 
 from riverbed.context import Context
 from riverbed.events import Event, StartEvent
+from riverbed.stores.memory import MemoryStore
 from riverbed.workflow import Workflow
 
 __all__ = ["FakeClock", "WorkflowTestResult", "WorkflowTestRunner"]
@@ -144,11 +145,13 @@ class WorkflowTestRunner:
         **kwargs: Any,
     ) -> WorkflowTestResult:
         """Run to the end; raises what the run raises."""
-        handler = self._workflow.run(ctx=ctx, start_event=start_event, **kwargs)
+        # A journaling store of its own, so every event of the run can be returned.
+        store = MemoryStore(max_finished_runs=1, journal=True)
+        handler = self._workflow.run(ctx=ctx, start_event=start_event, store=store, **kwargs)
         excluded = tuple(exclude_events or ())
         collected = [ev async for ev in handler.stream_events() if not isinstance(ev, excluded)]
         result = await handler
-        journal = await self._workflow.store.get_journal(handler.run_id)
+        journal = await store.get_journal(handler.run_id)
         events = [
             entry.event for entry in journal if entry.kind == "accepted" and entry.event is not None
         ]

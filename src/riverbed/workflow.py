@@ -226,12 +226,14 @@ class Workflow:
         start_event: StartEvent | None = None,
         *,
         run_id: str | None = None,
+        store: Store | None = None,
         **kwargs: Any,
     ) -> WorkflowHandler:
         """Start a run and return its handler at once; ``await`` the handler for the result.
 
         Keyword arguments build the workflow's StartEvent; or pass ``start_event=``. Pass a
         ``ctx`` made with ``Context(workflow)`` to seed state or to keep it across runs.
+        ``store`` records this run somewhere else than the workflow's own store.
         """
         try:
             asyncio.get_running_loop()
@@ -254,7 +256,7 @@ class Workflow:
             self,
             ctx,
             run_id=run_id or uuid.uuid4().hex,
-            store=self._store,
+            store=store if store is not None else self._store,
             clock=self._clock,
             timeout=self._timeout,
             verbose=self._verbose,

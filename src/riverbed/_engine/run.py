@@ -109,6 +109,8 @@ class Run:
         self._timeout_handle: TimerHandle | None = None
         self._booting = True
         self._holds_slot = False
+        #: whether the store wants every step start and commit (journals, durable stores)
+        self._records_steps: bool = getattr(store, "records_steps", True)
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, start_event: Event) -> None:
@@ -254,11 +256,18 @@ class Run:
         token = CURRENT_ATTEMPT.set(attempt)
         rt.running += 1
         try:
-            await self.store.step_started(self.run_id, spec.name, delivery.seq, delivery.attempts)
+            if self._records_steps:
+                await self.store.step_started(
+                    self.run_id, spec.name, delivery.seq, delivery.attempts
+                )
             if self.verbose:
                 print(f"Running step {spec.name}")
             try:
-                result = await self._call_with_timeout(spec, delivery.event, attempt)
+                if spec.config.timeout is None and spec.plain_async:
+                    # The common case, kept to one coroutine call: no timer, no resources.
+                    result = await spec.fn(*self._call_args(spec, delivery.event))
+                else:
+                    result = await self._call_with_timeout(spec, delivery.event, attempt)
             except asyncio.CancelledError as exc:
                 error: Exception
                 if attempt.timed_out and not self.done:
@@ -301,6 +310,14 @@ class Run:
             if handle is not None:
                 handle.cancel()
 
+    def _call_args(self, spec: StepSpec, event: Event) -> tuple[Any, ...]:
+        # Positional arguments in the order the step declares them (see StepSpec.arg_order).
+        if spec.arg_order == "ctx_event":
+            return (self.workflow, self.ctx, event)
+        if spec.arg_order == "event_ctx":
+            return (self.workflow, event, self.ctx)
+        return (self.workflow, event)
+
     async def _invoke(self, spec: StepSpec, event: Event) -> Any:
         kwargs: dict[str, Any] = {spec.event_param: event}
         if spec.ctx_param is not None:
@@ -331,6 +348,19 @@ class Run:
         seq = self._next_seq() if result is not None else 0
         if result is not None:
             attempt.produced.append((seq, result))
+        if self._records_steps:
+            await self._record_commit(spec, delivery, attempt)
+        if self.verbose:
+            produced = type(result).__name__ if result is not None else "no event"
+            print(f"Step {spec.name} produced {produced}")
+        if isinstance(result, StopEvent):
+            await self.complete(result)
+        elif result is not None:
+            if self.waiting_for_input:
+                self._progressed(attempt)
+            self.route(result, seq=seq, lineage=delivery.lineage, defer=True)
+
+    async def _record_commit(self, spec: StepSpec, delivery: Delivery, attempt: Attempt) -> None:
         state_store = self.ctx._state_store
         changed = state_store.version != attempt.state_version
         await self.store.step_committed(
@@ -344,15 +374,6 @@ class Run:
                 state=state_store._state if changed else None,
             ),
         )
-        if self.verbose:
-            produced = type(result).__name__ if result is not None else "no event"
-            print(f"Step {spec.name} produced {produced}")
-        if isinstance(result, StopEvent):
-            await self.complete(result)
-        elif result is not None:
-            if self.waiting_for_input:
-                self._progressed(attempt)
-            self.route(result, seq=seq, lineage=delivery.lineage, defer=True)
 
     def _progressed(self, attempt: Attempt) -> None:
         # Once a run has asked the outside for input (streamed an InputRequiredEvent) it is

@@ -82,7 +82,11 @@ class JournalEntry(NamedTuple):
 
 @runtime_checkable
 class Store(Protocol):
-    """Where runs are recorded. See :class:`riverbed.stores.memory.MemoryStore`."""
+    """Where runs are recorded. See :class:`riverbed.stores.memory.MemoryStore`.
+
+    A store whose ``records_steps`` attribute is False is told only of runs starting and
+    finishing and of events from outside; the engine then skips the per-step calls.
+    """
 
     async def run_started(self, record: RunRecord, start_event: Event, event_seq: int) -> None:
         """A run was accepted with its start event."""

@@ -25,17 +25,23 @@ class MemoryStore:
     """Keeps every run of this process in memory.
 
     Finished runs beyond ``max_finished_runs`` are forgotten, oldest first, so a long-lived
-    process does not grow without bound. ``journal=False`` keeps only run records (no
-    per-step history), the cheapest setting.
+    process does not grow without bound. By default only run records are kept (status,
+    result, error); ``journal=True`` also keeps every event and step attempt of each run,
+    which :class:`~riverbed.testing.WorkflowTestRunner` uses.
     """
 
     durable = False
 
-    def __init__(self, max_finished_runs: int = 1000, journal: bool = True) -> None:
+    def __init__(self, max_finished_runs: int = 1000, journal: bool = False) -> None:
         self._runs: dict[str, _Run] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()
         self._max_finished = max_finished_runs
         self._journal = journal
+
+    @property
+    def records_steps(self) -> bool:
+        """Whether the engine should report every step start and commit (the journal)."""
+        return self._journal
 
     def _append(self, run_id: str, entry: JournalEntry) -> None:
         if self._journal:
@@ -118,6 +124,7 @@ class MemoryStore:
         return records[:limit]
 
     async def get_journal(self, run_id: str) -> list[JournalEntry]:
+        """Every recorded transition of the run (empty unless ``journal=True``)."""
         return list(self._get(run_id).journal)
 
     def _get(self, run_id: str) -> _Run:
