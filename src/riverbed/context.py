@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, RetryInfo
 from riverbed.errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
-from riverbed.events import Event
+from riverbed.events import Event, InputRequiredEvent
 from riverbed.state import DictState, StateStore
 
 if TYPE_CHECKING:
@@ -180,12 +180,16 @@ class Context(Generic[S]):
         """Publish ``ev`` to the run's stream (``handler.stream_events()``); None is ignored."""
         if ev is None:
             return
-        run = self._running("write_event_to_stream()")
+        run = self._run
+        if run is None or run.done:
+            run = self._running("write_event_to_stream()")  # raises the right error
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and attempt.run is not run:
             attempt = None
         if threading.get_ident() != run.thread_id:
             run.loop.call_soon_threadsafe(run.write_stream, ev, attempt)
+        elif run.plain_stream and not isinstance(ev, InputRequiredEvent):
+            run.stream.write(ev)  # the common case: no journal, no parent, no question
         else:
             run.write_stream(ev, attempt)
 

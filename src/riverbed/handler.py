@@ -91,8 +91,19 @@ class WorkflowHandler:
         ``WorkflowFailedEvent`` / ``WorkflowTimedOutEvent`` / ``WorkflowCancelledEvent``;
         await the handler to get the result or the error.
         """
-        async for event in self._run.stream.read(after):
-            yield event
+        # The reading loop is inlined (not delegated to another async generator): each
+        # event then costs one generator step, which matters for token streams.
+        stream = self._run.stream
+        events = stream.events
+        position = after
+        while True:
+            while position < len(events):
+                event = events[position]
+                position += 1
+                yield event
+            if stream.closed:
+                break
+            await stream.wait()
         future = self._run.result
         if future.done() and not future.cancelled():
             future.exception()  # the reader saw the outcome: no "never retrieved" warning

@@ -53,6 +53,7 @@ class Attempt:
     """One execution of a delivery's step body. Reached through ``CURRENT_ATTEMPT``."""
 
     __slots__ = (
+        "asked_input",
         "children",
         "delivery",
         "produced",
@@ -76,6 +77,8 @@ class Attempt:
         self.stream: list[Event] = []
         self.children: list[Run] | None = None
         self.state_version = 0
+        #: this attempt streamed an InputRequiredEvent
+        self.asked_input = False
 
     @property
     def number(self) -> int:

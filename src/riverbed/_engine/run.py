@@ -111,6 +111,8 @@ class Run:
         self._holds_slot = False
         #: whether the store wants every step start and commit (journals, durable stores)
         self._records_steps: bool = getattr(store, "records_steps", True)
+        #: stream events need no bookkeeping beyond the stream itself (see Context)
+        self.plain_stream = not self._records_steps and self.parent is None
 
     # -- lifecycle -----------------------------------------------------------------------
     def start(self, start_event: Event) -> None:
@@ -381,7 +383,7 @@ class Run:
         # own. An event from outside does not end the wait by itself: it may be a side
         # message (feedback, a ping) handled by a step that returns None while the question
         # is still open, and the run must not then be failed as stuck.
-        if not any(isinstance(ev, InputRequiredEvent) for ev in attempt.stream):
+        if not attempt.asked_input:
             self.waiting_for_input = False
 
     async def _on_failure(
@@ -473,10 +475,12 @@ class Run:
     def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:
         if self.done:
             return
-        if attempt is not None:
-            attempt.stream.append(event)
         if isinstance(event, InputRequiredEvent):
             self.waiting_for_input = True
+            if attempt is not None:
+                attempt.asked_input = True
+        if attempt is not None and self._records_steps:
+            attempt.stream.append(event)
         self.stream.write(event)
         if self.parent is not None and not isinstance(event, StopEvent):
             parent = self.parent.run

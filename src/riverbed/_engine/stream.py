@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 from riverbed.events import Event, StopEvent
 
@@ -33,6 +32,19 @@ class EventStream:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def events(self) -> list[Event]:
+        """The live list of events (append-only; read it, never change it)."""
+        return self._events
+
+    async def wait(self) -> None:
+        """Return once something is written or the stream closes."""
+        if self._closed:
+            return
+        if self._signal is None:
+            self._signal = asyncio.get_running_loop().create_future()
+        await self._signal
+
     def write(self, event: Event) -> None:
         if self._closed:
             return
@@ -55,18 +67,3 @@ class EventStream:
             self._signal = None
             if not signal.done():
                 signal.set_result(None)
-
-    async def read(self, after: int = 0) -> AsyncIterator[Event]:
-        """Every event after position ``after`` (0 = from the start), until the stream ends."""
-        position = after
-        events = self._events
-        while True:
-            while position < len(events):
-                event = events[position]
-                position += 1
-                yield event
-            if self._closed:
-                return
-            if self._signal is None:
-                self._signal = asyncio.get_running_loop().create_future()
-            await self._signal
