@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from riverbed import Context, Event, StartEvent, StopEvent, Workflow, step
+from riverbed.testing import FakeClock
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -220,3 +221,33 @@ async def test_sync_steps_collecting_in_many_threads_lose_nothing() -> None:
             assert await asyncio.wait_for(Flow().run(), 10) == 100
     finally:
         sys.setswitchinterval(interval)
+
+
+async def test_a_failed_collector_attempt_does_not_collect_twice(clock: FakeClock) -> None:
+    """A collector that raises after collect_events is retried; the retry must not find
+    its own event already in the buffer (the failed attempt's collect is undone)."""
+    from riverbed.retry_policy import ConstantDelayRetryPolicy
+
+    failures = {"left": 1}
+
+    class Part(Event):
+        n: int
+
+    class Flow(Workflow):
+        @step
+        async def fan(self, ctx: Context, ev: StartEvent) -> Part | None:
+            for n in range(3):
+                ctx.send_event(Part(n=n))
+            return None
+
+        @step(num_workers=1, retry_policy=ConstantDelayRetryPolicy(maximum_attempts=3, delay=1))
+        async def gather(self, ctx: Context, ev: Part) -> StopEvent | None:
+            got = ctx.collect_events(ev, [Part] * 3)
+            if ev.n == 1 and failures["left"]:
+                failures["left"] -= 1
+                raise RuntimeError("flaky after collecting")
+            if got is None:
+                return None
+            return StopEvent(result=[p.n for p in got])
+
+    assert await Flow(clock=clock).run() == [0, 2, 1]

@@ -217,7 +217,14 @@ class Context(Generic[S]):
             from riverbed._engine.collect import CollectBuffer
 
             buffer = buffers[buffer_id] = CollectBuffer()
-        return buffer.add(ev, expected)
+        logs = attempt.collect_logs
+        if logs is None:
+            logs = attempt.collect_logs = {}
+        log = logs.get(buffer_id)
+        if log is None:
+            log = logs[buffer_id] = []
+        seq = attempt.delivery.seq if ev is attempt.delivery.event else 0
+        return buffer.add(ev, expected, seq, log)
 
     async def wait_for_event(
         self,

@@ -55,14 +55,18 @@ class Attempt:
     __slots__ = (
         "asked_input",
         "children",
+        "collect_logs",
         "delivery",
+        "holds_state",
         "produced",
         "rt",
         "run",
+        "state_base",
         "state_version",
         "stream",
         "task",
         "timed_out",
+        "token",
         "wait_index",
     )
 
@@ -79,6 +83,14 @@ class Attempt:
         self.state_version = 0
         #: this attempt streamed an InputRequiredEvent
         self.asked_input = False
+        #: per collect buffer id: what this attempt added and took (undone on failure)
+        self.collect_logs: dict[str | None, list[tuple[str, int, Event]]] | None = None
+        #: durable runs: the attempt holds the run's state writer lease since its first edit
+        self.holds_state = False
+        #: durable runs: the committed state when the lease was taken (restored on failure)
+        self.state_base: Any = None
+        #: durable runs: the claim token fencing this attempt's commit
+        self.token = ""
 
     @property
     def number(self) -> int:
@@ -87,6 +99,16 @@ class Attempt:
     @property
     def invocation_id(self) -> str:
         return f"{self.run.run_id}:{self.delivery.seq}:{self.rt.spec.name}"
+
+    def undo_collects(self) -> None:
+        """Leave the step's collect buffers as this attempt found them."""
+        if self.collect_logs:
+            buffers = self.rt.buffers
+            for buffer_id, log in self.collect_logs.items():
+                buffer = buffers.get(buffer_id)
+                if buffer is not None:
+                    buffer.undo(log)
+            self.collect_logs = None
 
     def expire(self) -> None:
         """The step's timeout went off: cancel the attempt (it becomes a StepTimeoutError)."""

@@ -390,6 +390,7 @@ class Run:
         self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, error: Exception
     ) -> None:
         spec = rt.spec
+        attempt.undo_collects()
         delivery.last_error = error
         delivery.last_failed_at = time.time()
         elapsed = self.clock.now() - delivery.first_started
