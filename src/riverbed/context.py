@@ -155,9 +155,7 @@ class Context(Generic[S]):
         if attempt is not None:
             run.route(message, target=target, lineage=attempt.delivery.lineage, source=attempt)
             return
-        seq = run._next_seq()
-        run.background(run.store.event_accepted(run.run_id, seq, message))
-        run.route(message, seq=seq, target=target)
+        run.accept_external(message, target)
 
     @staticmethod
     def _target(run: Run, message: Event, step: str | None) -> Any:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import AsyncIterator, Generator
 from typing import TYPE_CHECKING, Any
 
+from riverbed.errors import WorkflowRuntimeError
 from riverbed.events import Event, StopEvent
 from riverbed.stores.base import RunStatus
 
@@ -108,9 +109,23 @@ class WorkflowHandler:
         if future.done() and not future.cancelled():
             future.exception()  # the reader saw the outcome: no "never retrieved" warning
 
-    async def send_event(self, message: Event, step: str | None = None) -> None:
-        """Send an event into the run from outside, e.g. a human's answer."""
-        self._run.ctx.send_event(message, step=step)
+    async def send_event(
+        self, message: Event, step: str | None = None, *, client_event_id: str | None = None
+    ) -> bool:
+        """Send an event into the run from outside, e.g. a human's answer.
+
+        With a ``client_event_id``, sending the same answer again is applied once (returns
+        False the second time). In a durable run the event is committed before this
+        returns.
+        """
+        run = self._run
+        ctx = run.ctx
+        ctx._running("send_event()")
+        if not isinstance(message, Event):
+            raise WorkflowRuntimeError(
+                f"send_event() takes an Event, got {type(message).__name__}."
+            )
+        return await run.send_external(message, ctx._target(run, message, step), client_event_id)
 
     async def cancel_run(self) -> None:
         """Stop the run: running steps are cancelled, ``WorkflowCancelledEvent`` ends the

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+from pydantic_core import to_jsonable_python
 
 from riverbed.errors import ContextSerdeError
 from riverbed.events import (
@@ -146,3 +147,102 @@ class PickleSerializer(JsonSerializer):
         if isinstance(raw, dict) and set(raw) == {"__pickle__"}:
             return pickle.loads(base64.b64decode(raw["__pickle__"]))
         return super().from_jsonable(raw)
+
+
+class RecordedError(Exception):
+    """An exception read back from a store. Its type name and message survive; its class is
+    not imported (stored data never chooses what code runs)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(message)
+        self.type_name = type_name
+
+    def __str__(self) -> str:
+        return f"{self.type_name}: {self.args[0]}"
+
+
+def _fallback(value: Any) -> Any:
+    if isinstance(value, BaseException):
+        return {"__exception__": type(value).__name__, "message": str(value)}
+    raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__}")
+
+
+def _revive(value: Any) -> Any:
+    if isinstance(value, dict) and set(value) == {"__exception__", "message"}:
+        return RecordedError(str(value["__exception__"]), str(value["message"]))
+    return value
+
+
+class EventCodec:
+    """Events and state to JSON strings and back, for durable stores."""
+
+    def __init__(self, registry: TypeRegistry) -> None:
+        self.registry = registry
+
+    def dump(self, event: BaseModel) -> tuple[str, str]:
+        """``(type key, JSON payload)``; raises ContextSerdeError naming what cannot be
+        stored."""
+        cls = type(event)
+        self.registry.add(cls)
+        try:
+            data = event.model_dump(mode="json", fallback=_fallback)
+            return type_key(cls), json.dumps(data)
+        except (TypeError, ValueError) as exc:
+            raise ContextSerdeError(
+                f"{cls.__name__} cannot be stored in a durable run: it holds {exc}, which is "
+                "not JSON. Use JSON-friendly fields (str, numbers, lists, dicts, pydantic "
+                "models)."
+            ) from exc
+
+    def load(self, key: str, payload: str) -> Event:
+        cls = self.registry.resolve(key)
+        try:
+            raw = json.loads(payload)
+            if isinstance(raw, dict):
+                raw = {name: _revive(value) for name, value in raw.items()}
+            event = cls.model_validate(raw)
+        except (ValueError, ValidationError) as exc:
+            raise ContextSerdeError(
+                f"A stored {cls.__name__} no longer matches its class ({exc}). Restore the "
+                "fields it had, or give new fields defaults."
+            ) from exc
+        if not isinstance(event, Event):
+            raise ContextSerdeError(f"Stored type {key!r} is not an event.")
+        return event
+
+    def dump_state(self, state: BaseModel) -> str:
+        """The state as JSON; raises StateValidationError naming the key that cannot be
+        stored (so a durable run rejects it when it is set, not later)."""
+        try:
+            return json.dumps(state.model_dump(mode="json", fallback=_reject))
+        except (TypeError, ValueError) as exc:
+            from riverbed.errors import StateValidationError
+
+            raise StateValidationError(
+                f"State key {self._bad_key(state)!r} holds {exc}, which cannot be stored in "
+                "a durable run. Store JSON-friendly values (or a pydantic model with a "
+                "field_serializer), and keep clients and connections out of the state."
+            ) from exc
+
+    @staticmethod
+    def _bad_key(state: BaseModel) -> str:
+        items = dict(state.__pydantic_extra__ or {})
+        items.update({name: getattr(state, name) for name in type(state).model_fields})
+        for key, value in items.items():
+            try:
+                json.dumps(to_jsonable_python(value, fallback=_reject))
+            except (TypeError, ValueError):
+                return key
+        return "?"
+
+    def load_state(self, state_type: type[BaseModel], payload: str) -> BaseModel:
+        try:
+            return state_type.model_validate_json(payload)
+        except ValidationError as exc:
+            raise ContextSerdeError(
+                f"The stored state no longer fits {state_type.__name__}: {exc}"
+            ) from exc
+
+
+def _reject(value: Any) -> Any:
+    raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__}")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Generic, TypeVar
 
@@ -231,6 +231,8 @@ class _EditState(Generic[S]):
     async def __aenter__(self) -> S:
         store = self._store
         store._check_not_nested("edit_state()")
+        if store.before_write is not None:
+            await store.before_write()
         await store._lock.acquire()
         store._owner = asyncio.current_task()
         self._work: S = snapshot(store._state)
@@ -266,6 +268,11 @@ class StateStore(Generic[S]):
         self.version = 0
         #: called with the new state after every committed change (durable stores hook here)
         self.on_change: Callable[[S], None] | None = None
+        #: awaited before every write (a durable run takes its state writer lease here)
+        self.before_write: Callable[[], Awaitable[None]] | None = None
+        #: called with a new state before it replaces the old one; raising rejects it
+        #: (a durable run checks that the state can be stored)
+        self.check: Callable[[S], None] | None = None
 
     # -- reads ---------------------------------------------------------------------------
     async def get(self, path: str, default: Any = _MISSING) -> Any:
@@ -301,6 +308,8 @@ class StateStore(Generic[S]):
         """
         segments = _split(path)
         self._check_not_nested("set()")
+        if self.before_write is not None:
+            await self.before_write()
         # Keep a copy, as set_state() does and as a durable store (which serializes) would:
         # changing the caller's list afterwards must not change the state behind the lock.
         value = snapshot(value)
@@ -350,12 +359,16 @@ class StateStore(Generic[S]):
         which keeps workflow subclasses with richer state working.
         """
         self._check_not_nested("set_state()")
+        if self.before_write is not None:
+            await self.before_write()
         async with self._lock:
             self._commit(self._coerce(state))
 
     async def clear(self) -> None:
         """Reset the state to its defaults."""
         self._check_not_nested("clear()")
+        if self.before_write is not None:
+            await self.before_write()
         async with self._lock:
             self._commit(self.state_type())
 
@@ -380,6 +393,8 @@ class StateStore(Generic[S]):
             )
 
     def _commit(self, new_state: S) -> None:
+        if self.check is not None:
+            self.check(new_state)
         self._state = new_state
         self.version += 1
         if self.on_change is not None:

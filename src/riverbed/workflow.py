@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from riverbed._engine.clock import Clock, SystemClock
+from riverbed._engine.durable import DurableRun
 from riverbed._engine.run import Run
 from riverbed.context import Context
 from riverbed.errors import WorkflowRuntimeError, WorkflowValidationError
@@ -19,6 +20,7 @@ from riverbed.handler import WorkflowHandler
 from riverbed.resource import ResourceManager, validate_resources
 from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
 from riverbed.stores.base import Store
+from riverbed.stores.durable import DurableStore, RunSnapshot
 from riverbed.stores.memory import MemoryStore
 from riverbed.validation import WorkflowShape, infer_state_type, validate_steps
 
@@ -56,7 +58,7 @@ class Workflow:
         *,
         resource_manager: ResourceManager | None = None,
         workflow_name: str | None = None,
-        store: Store | None = None,
+        store: Store | DurableStore | str | None = None,
         clock: Clock | None = None,
     ) -> None:
         if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -75,7 +77,14 @@ class Workflow:
         self._disable_validation = disable_validation
         self._resource_manager = resource_manager or ResourceManager()
         self._workflow_name = workflow_name
-        self._store: Store = store if store is not None else MemoryStore()
+        if isinstance(store, str):
+            from riverbed.stores.urls import store_from_url
+
+            store = store_from_url(store)
+        self._store: Any = store if store is not None else MemoryStore()
+        #: runs of this instance going on in this process, by id
+        self._live: dict[str, Run] = {}
+        self._open_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
         self._clock: Clock = clock if clock is not None else _SYSTEM_CLOCK
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
@@ -203,7 +212,7 @@ class Workflow:
         return list(seen)
 
     @property
-    def store(self) -> Store:
+    def store(self) -> Any:
         """Where this workflow's runs are recorded."""
         return self._store
 
@@ -252,18 +261,109 @@ class Workflow:
                 f"This Context was made for {type(ctx._workflow).__name__}, not "
                 f"{type(self).__name__}. Create it with Context(workflow)."
             )
-        run = Run(
+        run = self._new_run(ctx, run_id or uuid.uuid4().hex, store or self._store)
+        ctx._begin(run)
+        run.start(event)
+        return WorkflowHandler(run)
+
+    def _new_run(self, ctx: Context[Any], run_id: str, store: Any) -> Run:
+        kind = DurableRun if getattr(store, "durable", False) else Run
+        run = kind(
             self,
             ctx,
-            run_id=run_id or uuid.uuid4().hex,
-            store=store if store is not None else self._store,
+            run_id=run_id,
+            store=store,
             clock=self._clock,
             timeout=self._timeout,
             verbose=self._verbose,
         )
+        if isinstance(run, DurableRun):
+            run.setup_durable(store)
+        self._live[run_id] = run
+        run.result.add_done_callback(lambda _: self._live.pop(run_id, None))
+        return run
+
+    # -- durable runs --------------------------------------------------------------------
+    def _durable_store(self, what: str) -> DurableStore:
+        store = self._store
+        if not getattr(store, "durable", False):
+            raise WorkflowRuntimeError(
+                f"{what} needs a durable store: create the workflow with "
+                f"{type(self).__name__}(store='sqlite:///runs.db') (or a SqliteStore)."
+            )
+        return store  # type: ignore[no-any-return]
+
+    async def open_store(self) -> None:
+        """Open the workflow's durable store (done for you by run, resume, send_event)."""
+        store = self._store
+        if not getattr(store, "durable", False) or getattr(store, "is_open", False):
+            return
+        loop = asyncio.get_running_loop()
+        if self._open_lock is None or self._open_lock[0] is not loop:
+            self._open_lock = (loop, asyncio.Lock())
+        async with self._open_lock[1]:
+            if not getattr(store, "is_open", False):
+                await store.open()
+
+    async def resume(self, run_id: str) -> WorkflowHandler:
+        """Continue a durable run in this process, e.g. after its process died.
+
+        Committed steps are not run again; steps that were running are. Raises
+        ``RunNotFoundError``, ``RunFinishedError`` (it already ended) or ``RunOwnedError``
+        (another live process runs it).
+        """
+        from riverbed._engine.durable import owner_id
+
+        store = self._durable_store("resume()")
+        await self.open_store()
+        snapshot = await store.acquire_run(run_id, owner_id())
+        return await self._continue(snapshot)
+
+    async def _continue(self, snapshot: RunSnapshot) -> WorkflowHandler:
+        from riverbed._engine.durable import owner_id
+
+        store = self._durable_store("resume()")
+        run_id = snapshot.record.run_id
+        if snapshot.record.workflow != self.workflow_name:
+            await store.release_run(run_id, owner_id())
+            raise WorkflowRuntimeError(
+                f"Run {run_id} belongs to workflow {snapshot.record.workflow!r}, not "
+                f"{self.workflow_name!r}. Resume it with that workflow."
+            )
+        ctx: Context[Any] = Context(self)
+        run = self._new_run(ctx, run_id, store)
+        assert isinstance(run, DurableRun)
         ctx._begin(run)
-        run.start(event)
+        try:
+            await run.restore(snapshot)
+        except BaseException:
+            self._live.pop(run_id, None)
+            await store.release_run(run_id, owner_id())
+            raise
         return WorkflowHandler(run)
+
+    async def send_event(
+        self,
+        run_id: str,
+        event: Event,
+        *,
+        step: str | None = None,
+        client_event_id: str | None = None,
+    ) -> WorkflowHandler:
+        """Deliver ``event`` (e.g. a human's answer) to a run by id, from any process, and
+        continue the run here if no process is running it. With ``client_event_id`` a
+        repeated submission is applied once. Returns the run's handler."""
+        live = self._live.get(run_id)
+        if live is not None and not live.done:
+            handler = WorkflowHandler(live)
+            await handler.send_event(event, step, client_event_id=client_event_id)
+            return handler
+        from riverbed._engine.durable import offline_submit
+
+        store = self._durable_store("send_event(run_id, ...)")
+        await self.open_store()
+        snapshot = await offline_submit(self, store, run_id, event, step, client_event_id)
+        return await self._continue(snapshot)
 
     def run_sync(
         self,

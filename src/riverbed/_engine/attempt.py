@@ -64,6 +64,7 @@ class Attempt:
         "state_base",
         "state_version",
         "stream",
+        "targets",
         "task",
         "timed_out",
         "token",
@@ -91,6 +92,8 @@ class Attempt:
         self.state_base: Any = None
         #: durable runs: the claim token fencing this attempt's commit
         self.token = ""
+        #: durable runs: for each produced event's seq, its explicit target and lineage
+        self.targets: dict[int, tuple[Any, int]] | None = None
 
     @property
     def number(self) -> int:

@@ -109,6 +109,7 @@ class Run:
         self._timeout_handle: TimerHandle | None = None
         self._booting = True
         self._holds_slot = False
+        self._client_ids: set[str] = set()
         #: whether the store wants every step start and commit (journals, durable stores)
         self._records_steps: bool = getattr(store, "records_steps", True)
         #: stream events need no bookkeeping beyond the stream itself (see Context)
@@ -258,10 +259,8 @@ class Run:
         token = CURRENT_ATTEMPT.set(attempt)
         rt.running += 1
         try:
-            if self._records_steps:
-                await self.store.step_started(
-                    self.run_id, spec.name, delivery.seq, delivery.attempts
-                )
+            if self._records_steps and not await self._begin_attempt(attempt):
+                return
             if self.verbose:
                 print(f"Running step {spec.name}")
             try:
@@ -302,6 +301,63 @@ class Run:
         finally:
             rt.running -= 1
             CURRENT_ATTEMPT.reset(token)
+            self._end_attempt(attempt)
+
+    async def _begin_attempt(self, attempt: Attempt) -> bool:
+        """Tell the store an attempt starts; False if it must not run (durable fencing)."""
+        delivery = attempt.delivery
+        await self.store.step_started(
+            self.run_id, attempt.rt.spec.name, delivery.seq, delivery.attempts
+        )
+        return True
+
+    def _end_attempt(self, attempt: Attempt) -> None:
+        """Called when an attempt is over, whatever happened (durable runs free the state
+        lease here)."""
+
+    async def register_waiter(
+        self,
+        waiter_id: str,
+        event_type: type[Event],
+        requirements: dict[str, Any] | None,
+        step: str,
+    ) -> Event | None:
+        """Record a ``wait_for_event``; a durable run returns an answer recorded before a
+        restart, if there is one."""
+        await self.store.waiter_registered(self.run_id, waiter_id, event_type.__name__, step)
+        return None
+
+    def timer_fired(self, kind: str, key: str) -> None:
+        """Tell the store a timer went off (durable runs keep their timers as rows)."""
+        self.background(self.store.timer_fired(self.run_id, kind, key))
+
+    def accept_external(self, message: Event, target: StepRuntime | None) -> None:
+        """An event sent from outside the run (``handler.ctx.send_event``)."""
+        seq = self._next_seq()
+        self.background(self.store.event_accepted(self.run_id, seq, message))
+        self.route(message, seq=seq, target=target)
+
+    async def send_external(
+        self, message: Event, target: StepRuntime | None, client_event_id: str | None
+    ) -> bool:
+        """``handler.send_event``: True if applied (False: a repeated ``client_event_id``)."""
+        if client_event_id is not None:
+            seen = self._client_ids
+            if client_event_id in seen:
+                return False
+            seen.add(client_event_id)
+        self.accept_external(message, target)
+        return True
+
+    async def _persist_finish(
+        self, status: RunStatus, value: Any, error: BaseException | None
+    ) -> None:
+        await self.store.run_finished(
+            self.run_id,
+            status,
+            result=value if status is RunStatus.COMPLETED else None,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
 
     async def _call_with_timeout(self, spec: StepSpec, event: Event, attempt: Attempt) -> Any:
         timeout = spec.config.timeout
@@ -452,7 +508,7 @@ class Run:
             if handle is not None:
                 self._timers.discard(handle)
             if not self.done:
-                self.background(self.store.timer_fired(self.run_id, "retry", rt.spec.name))
+                self.timer_fired("retry", rt.spec.name)
                 self._enqueue(rt, delivery, defer=False)
 
         handle = self.clock.call_later(delay, fire)
@@ -534,7 +590,7 @@ class Run:
             "Workflow(timeout=...) or None for no limit."
         )
         terminal = WorkflowTimedOutEvent(timeout=self.timeout or 0.0, active_steps=active)
-        self.background(self.store.timer_fired(self.run_id, "run_timeout", self.run_id))
+        self.timer_fired("run_timeout", self.run_id)
         self.background(self._finish(RunStatus.TIMED_OUT, terminal, error))
 
     def _check_idle(self) -> None:
@@ -597,12 +653,7 @@ class Run:
             if semaphore is not None:
                 semaphore.release()
         try:
-            await self.store.run_finished(
-                self.run_id,
-                status,
-                result=value if status is RunStatus.COMPLETED else None,
-                error=None if error is None else f"{type(error).__name__}: {error}",
-            )
+            await self._persist_finish(status, value, error)
         finally:
             if not self.result.done():
                 if error is None:

@@ -90,14 +90,21 @@ class Waiters:
         future: asyncio.Future[Event] = run.loop.create_future()
         waiter = Waiter(waiter_id, event_type, requirements, step, future)
         self._waiters.append(waiter)
-        await run.store.waiter_registered(run.run_id, waiter_id, event_type.__name__, step)
+        try:
+            answered = await run.register_waiter(waiter_id, event_type, requirements, step)
+        except BaseException:
+            self._waiters.remove(waiter)
+            raise
+        if answered is not None:  # a durable run answered before a restart
+            self._waiters.remove(waiter)
+            return answered
         if waiter_event is not None and waiter_id not in self._announced:
             self._announced.add(waiter_id)
             run.write_stream(waiter_event)
 
         def expire() -> None:
             if not future.done():
-                run.background(run.store.timer_fired(run.run_id, "wait_timeout", waiter_id))
+                run.timer_fired("wait_timeout", waiter_id)
                 future.set_exception(
                     WaitForEventTimeoutError(
                         f"Step {step!r} waited {timeout} seconds for {event_type.__name__} "
@@ -114,6 +121,10 @@ class Waiters:
                 handle.cancel()
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
+
+    def matching(self, event: Event) -> tuple[str, ...]:
+        """Ids of the waiters ``event`` would answer (nothing is resolved)."""
+        return tuple(w.waiter_id for w in self._waiters if w.matches(event))
 
     def cancel_all(self) -> None:
         for waiter in self._waiters:

@@ -82,6 +82,11 @@ class SqliteStore:
         self._now = wall_clock
         self._db = SqliteConnections(self.path, sync, busy_timeout)
 
+    @property
+    def is_open(self) -> bool:
+        """True between :meth:`open` and :meth:`close`."""
+        return self._db.is_open
+
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r})"
 

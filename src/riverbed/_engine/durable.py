@@ -1,0 +1,506 @@
+"""A run whose every step commits to a durable store (``docs/durability.md``).
+
+Differences from the in-memory :class:`Run`:
+
+- each attempt is claimed in the store first (the attempt count survives a crash);
+- what an attempt produces (events it returns or sends, stream events, state edits,
+  collect-buffer changes) stays with the attempt and is committed in one transaction, fenced
+  by the claim token; only then is it routed and streamed;
+- state edits take the run's *writer lease* at the attempt's first write and keep it until
+  the attempt commits (or fails, which restores the state): a retried attempt never applies
+  its edits twice, and two steps never interleave their edits;
+- a run can be resumed in another process from its rows (:meth:`DurableRun.restore`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from riverbed._engine import crashpoints
+from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
+from riverbed._engine.collect import CollectBuffer
+from riverbed._engine.run import Run, StepRuntime
+from riverbed.errors import FencedError, WorkflowRuntimeError
+from riverbed.events import (
+    Event,
+    InputRequiredEvent,
+    StepFailedEvent,
+    StopEvent,
+    WorkflowFailedEvent,
+)
+from riverbed.serialization import EventCodec, TypeRegistry, type_key
+from riverbed.state import snapshot
+from riverbed.stores.base import RunRecord, RunStatus
+from riverbed.stores.durable import CommitRow, DurableStore, EventRow, ProducedRow, RunSnapshot
+
+if TYPE_CHECKING:
+    from riverbed.workflow import Workflow
+
+__all__ = ["DurableRun", "owner_id", "registry_for"]
+
+logger = logging.getLogger("riverbed")
+
+_OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+def owner_id() -> str:
+    """This process's owner string: ``host:pid:random`` (a dead pid frees its runs)."""
+    return _OWNER
+
+
+def registry_for(workflow: Workflow) -> TypeRegistry:
+    """The event and state types a workflow's stored data may name."""
+    return TypeRegistry([*workflow.events, workflow._state_type()])
+
+
+class DurableRun(Run):
+    """A run backed by a :class:`~riverbed.stores.durable.DurableStore`."""
+
+    durable_store: DurableStore
+
+    def setup_durable(self, store: DurableStore) -> None:
+        self.durable_store = store
+        self.codec = EventCodec(registry_for(self.workflow))
+        self._records_steps = True
+        self.plain_stream = False
+        self._writer = asyncio.Lock()
+        self._finished_by_commit = False
+        state_store = self.ctx._state_store
+        state_store.before_write = self._take_writer_lease
+        state_store.check = self._check_storable
+
+    # -- starting and resuming -----------------------------------------------------------
+    async def _boot(self, start_event: Event) -> None:
+        try:
+            await self.workflow.open_store()
+            semaphore = self.workflow._run_semaphore()
+            if semaphore is not None:
+                await semaphore.acquire()
+                self._holds_slot = True
+            seq = self._next_seq()
+            key, payload = self.codec.dump(start_event)
+            state = self.ctx._state_store._state
+            record = RunRecord(
+                run_id=self.run_id,
+                workflow=self.workflow.workflow_name,
+                status=RunStatus.RUNNING,
+                started_at=time.time(),
+                parent_run_id=self.parent.run.run_id if self.parent else None,
+            )
+            await self.durable_store.create_run(
+                record,
+                EventRow(seq, key, payload),
+                self._target_names(start_event, None),
+                self.codec.dump_state(state),
+                type_key(type(state)),
+                owner_id(),
+                time.time() + self.timeout if self.timeout is not None else None,
+            )
+            self._start_timeout(self.timeout)
+            self._booting = False
+            self.route(start_event, seq=seq)
+        except Exception as exc:
+            await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=exc), error=exc)
+        finally:
+            self._booting = False
+        self._check_idle()
+
+    def _start_timeout(self, seconds: float | None) -> None:
+        if seconds is not None:
+            self._timeout_handle = self.clock.call_later(max(0.0, seconds), self._on_timeout)
+
+    async def restore(self, snap: RunSnapshot) -> None:
+        """Continue a run from its rows: state, held collect events, pending deliveries."""
+        codec = self.codec
+        state_store = self.ctx._state_store
+        state_store._state = codec.load_state(state_store.state_type, snap.state)
+        self._seq = snap.next_seq - 1
+        for streamed in await self.durable_store.read_stream(self.run_id, 0, 1_000_000):
+            self.stream.write(codec.load(streamed.type_key, streamed.payload))
+        for held in snap.collected:
+            rt = self.runtime(held.step)
+            buffer = rt.buffers.setdefault(held.buffer_id or None, CollectBuffer())
+            buffer.restore(held.event.seq, codec.load(held.event.type_key, held.event.payload))
+        if self.timeout is not None and snap.deadline is not None:
+            self._start_timeout(snap.deadline - time.time())
+        now = time.time()
+        for row in snap.deliveries:
+            if row.step not in self._specs:
+                raise WorkflowRuntimeError(
+                    f"Run {self.run_id} has work for step {row.step!r}, which "
+                    f"{self.workflow.workflow_name} no longer has. Restore the step to "
+                    "resume this run."
+                )
+            delivery = Delivery(
+                codec.load(row.event.type_key, row.event.payload), row.event_seq, row.lineage
+            )
+            delivery.attempts = row.attempts
+            rt = self.runtime(row.step)
+            if row.visible_at > now:  # a retry backoff that has not run out
+                self._schedule_retry(rt, delivery, row.visible_at - now)
+            else:
+                self._enqueue(rt, delivery, defer=False)
+        self.waiting_for_input = (
+            any(isinstance(ev, InputRequiredEvent) for ev in self.stream.events)
+            and not snap.deliveries
+        )
+        self._booting = False
+        self.loop.call_soon(self._check_idle)
+
+    # -- attempts ------------------------------------------------------------------------
+    async def _begin_attempt(self, attempt: Attempt) -> bool:
+        delivery = attempt.delivery
+        attempt.token = uuid.uuid4().hex
+        crashpoints.hit("before_claim")
+        try:
+            delivery.attempts = await self.durable_store.claim(
+                self.run_id,
+                delivery.seq,
+                attempt.rt.spec.name,
+                attempt.token,
+                getattr(self.durable_store, "lease_seconds", 30.0),
+            )
+        except FencedError:
+            return False  # already committed (or the run ended): nothing to do
+        crashpoints.hit("after_claim")
+        return True
+
+    def route(
+        self,
+        event: Event,
+        *,
+        seq: int | None = None,
+        lineage: int = 0,
+        target: StepRuntime | None = None,
+        source: Attempt | None = None,
+        defer: bool = False,
+    ) -> None:
+        if source is not None and not self.done:
+            # Produced inside a step: it exists only once the attempt commits.
+            if seq is None:
+                seq = self._next_seq()
+            source.produced.append((seq, event))
+            self._pending_targets(source)[seq] = (target, lineage)
+            return
+        super().route(event, seq=seq, lineage=lineage, target=target, defer=defer)
+
+    @staticmethod
+    def _pending_targets(attempt: Attempt) -> dict[int, tuple[Any, int]]:
+        if attempt.targets is None:
+            attempt.targets = {}
+        return attempt.targets
+
+    def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:
+        if attempt is not None and not self.done:
+            if isinstance(event, InputRequiredEvent):
+                attempt.asked_input = True
+            attempt.stream.append(event)  # streamed when the attempt commits
+            return
+        super().write_stream(event, None)
+
+    def _target_names(self, event: Event, target: StepRuntime | None) -> tuple[str, ...]:
+        if target is not None:
+            return (target.spec.name,)
+        if isinstance(event, StopEvent):
+            return ()
+        return self.workflow._route(type(event))
+
+    async def _on_success(
+        self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, result: Any
+    ) -> None:
+        if result is not None and not isinstance(result, Event):
+            await super()._on_success(rt, delivery, attempt, result)  # fails the run
+            return
+        if result is not None:
+            self.route(result, lineage=delivery.lineage, source=attempt)
+        await self._commit(attempt)
+
+    async def _commit(
+        self, attempt: Attempt, status: RunStatus | None = None, error: BaseException | None = None
+    ) -> None:
+        delivery = attempt.delivery
+        targets = self._pending_targets(attempt)
+        produced: list[ProducedRow] = []
+        stop: StopEvent | None = None
+        for seq, event in attempt.produced:
+            target, lineage = targets.get(seq, (None, delivery.lineage))
+            key, payload = self.codec.dump(event)
+            produced.append(
+                ProducedRow(
+                    EventRow(seq, key, payload, attempt.rt.spec.name),
+                    self._target_names(event, target),
+                    lineage,
+                )
+            )
+            if isinstance(event, StopEvent) and stop is None:
+                stop = event
+        result_json = None
+        if stop is not None:
+            status = RunStatus.COMPLETED
+            value = stop if type(stop)._returns_instance else stop.result
+            result_json = self.codec.dump(stop)[1] if value is stop else _json(value)
+        row = CommitRow(
+            event_seq=delivery.seq,
+            step=attempt.rt.spec.name,
+            attempt=delivery.attempts,
+            claim_token=attempt.token,
+            produced=tuple(produced),
+            stream=tuple(self.codec.dump(ev) for ev in attempt.stream),
+            state=self.codec.dump_state(self.ctx._state_store._state)
+            if attempt.holds_state
+            else None,
+            collect_add=self._collect_rows(attempt, "add"),
+            collect_remove=self._collect_rows(attempt, "take"),
+            next_seq=self._seq + 1,
+            status=status,
+            result=result_json,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+        )
+        crashpoints.hit("before_commit")
+        try:
+            await self.durable_store.commit(self.run_id, row)
+        except FencedError:
+            logger.warning(
+                "riverbed: run %s step %s attempt %d was fenced; its effects were dropped",
+                self.run_id,
+                row.step,
+                row.attempt,
+            )
+            attempt.undo_collects()
+            self._release_writer(attempt, restore=True)
+            return
+        crashpoints.hit("after_commit")
+        self._release_writer(attempt, restore=False)
+        for event in attempt.stream:
+            super().write_stream(event, None)
+        if status is not None:
+            self._finished_by_commit = True
+        for seq, event in attempt.produced:
+            target, lineage = targets.get(seq, (None, delivery.lineage))
+            if isinstance(event, StopEvent):
+                await self.complete(event)
+                return
+            if self.waiting_for_input and not attempt.asked_input:
+                self.waiting_for_input = False
+            super().route(event, seq=seq, lineage=lineage, target=target, defer=True)
+
+    @staticmethod
+    def _collect_rows(attempt: Attempt, action: str) -> tuple[tuple[str, str, int], ...]:
+        if not attempt.collect_logs:
+            return ()
+        step = attempt.rt.spec.name
+        return tuple(
+            (step, buffer_id or "", seq)
+            for buffer_id, log in attempt.collect_logs.items()
+            for kind, seq, _ in log
+            if kind == action and seq
+        )
+
+    async def _on_failure(
+        self, rt: StepRuntime, delivery: Delivery, attempt: Attempt, error: Exception
+    ) -> None:
+        attempt.undo_collects()
+        self._release_writer(attempt, restore=True)
+        attempt.produced.clear()
+        attempt.stream.clear()
+        delivery.last_error = error
+        delivery.last_failed_at = time.time()
+        elapsed = self.clock.now() - delivery.first_started
+        delay = self._retry_delay(rt.spec, delivery, elapsed, error)
+        retry_at = time.time() + delay if delay is not None else None
+        try:
+            await self.durable_store.fail_attempt(
+                self.run_id, delivery.seq, rt.spec.name, attempt.token, repr(error), retry_at
+            )
+        except FencedError:
+            return
+        if self.verbose:
+            again = f", retrying in {delay:.3g}s" if delay is not None else ""
+            print(f"Step {rt.spec.name} failed: {error!r}{again}")
+        if delay is not None:
+            self._schedule_retry(rt, delivery, delay)
+            return
+        handler = self._catch_handler(rt.spec.name)
+        if handler is not None and delivery.lineage < handler.spec.config.max_recoveries:
+            failed = StepFailedEvent(
+                step_name=rt.spec.name,
+                input_event=delivery.event,
+                exception=error,
+                attempts=delivery.attempts,
+                elapsed_seconds=elapsed,
+                failed_at=delivery.last_failed_at,
+            )
+            self.route(failed, target=handler, lineage=delivery.lineage + 1, source=attempt)
+            await self._commit(attempt)
+            return
+        await self._commit(attempt, status=RunStatus.FAILED, error=error)
+        terminal = WorkflowFailedEvent(
+            step_name=rt.spec.name,
+            exception=error,
+            attempts=delivery.attempts,
+            elapsed_seconds=elapsed,
+        )
+        await self._finish(RunStatus.FAILED, terminal, error)
+
+    def _end_attempt(self, attempt: Attempt) -> None:
+        if attempt.holds_state:  # cancelled or fenced: its edits never happened
+            attempt.undo_collects()
+            self._release_writer(attempt, restore=True)
+
+    # -- state writer lease --------------------------------------------------------------
+    async def _take_writer_lease(self) -> None:
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is None or attempt.run is not self:
+            if self.done:
+                return
+            raise WorkflowRuntimeError(
+                f"The state of durable run {self.run_id} can only be changed by its steps "
+                "while it runs; change it before run() or after the run ends."
+            )
+        if attempt.holds_state:
+            return
+        await self._writer.acquire()
+        attempt.holds_state = True
+        attempt.state_base = snapshot(self.ctx._state_store._state)
+
+    def _release_writer(self, attempt: Attempt, restore: bool) -> None:
+        if not attempt.holds_state:
+            return
+        if restore:
+            self.ctx._state_store._state = attempt.state_base
+        attempt.holds_state = False
+        attempt.state_base = None
+        self._writer.release()
+
+    def _check_storable(self, state: Any) -> None:
+        self.codec.dump_state(state)
+
+    # -- outside events ------------------------------------------------------------------
+    def timer_fired(self, kind: str, key: str) -> None:
+        """Durable timers are rows (retry ``visible_at``, the run ``deadline``): nothing to
+        record when one goes off in this process."""
+
+    def accept_external(self, message: Event, target: StepRuntime | None) -> None:
+        self.background(self.submit(message, target, None))
+
+    async def send_external(
+        self, message: Event, target: StepRuntime | None, client_event_id: str | None
+    ) -> bool:
+        return await self.submit(message, target, client_event_id)
+
+    async def submit(
+        self, event: Event, target: StepRuntime | None, client_event_id: str | None
+    ) -> bool:
+        """An event from outside: committed first, then routed. False if the client id was
+        seen before (the event was already applied)."""
+        key, payload = self.codec.dump(event)
+        resolves = self.waiters.matching(event)
+        seq, applied = await self.durable_store.submit_event(
+            self.run_id,
+            EventRow(0, key, payload, None, client_event_id),
+            self._target_names(event, target) if not resolves else (),
+            resolves,
+        )
+        if applied and not self.done:
+            self._seq = max(self._seq, seq)
+            super().route(event, seq=seq, target=target)
+        return applied
+
+    async def register_waiter(
+        self,
+        waiter_id: str,
+        event_type: type[Event],
+        requirements: dict[str, Any] | None,
+        step: str,
+    ) -> Event | None:
+        from riverbed.stores.durable import WaiterRow
+
+        row = await self.durable_store.register_waiter(
+            self.run_id,
+            WaiterRow(waiter_id, step, type_key(event_type), json.dumps(requirements or {})),
+        )
+        if row.resolved is None:
+            return None
+        return self.codec.load(row.resolved.type_key, row.resolved.payload)
+
+    # -- endings -------------------------------------------------------------------------
+    async def _persist_finish(
+        self, status: RunStatus, value: Any, error: BaseException | None
+    ) -> None:
+        state_store = self.ctx._state_store
+        state_store.before_write = None
+        state_store.check = None
+        store = self.durable_store
+        if not self._finished_by_commit:
+            message = None if error is None else f"{type(error).__name__}: {error}"
+            await store.finish_run(self.run_id, status, _json(value), message)
+        await store.release_run(self.run_id, owner_id())
+
+
+def _json(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return json.dumps(repr(value))
+
+
+async def offline_submit(
+    workflow: Workflow,
+    store: DurableStore,
+    run_id: str,
+    event: Event,
+    step: str | None,
+    client_event_id: str | None,
+) -> RunSnapshot:
+    """Commit an outside event to a run no process is running; return the snapshot to
+    continue it from (this process now owns the run)."""
+    owner = owner_id()
+    snap = await store.acquire_run(run_id, owner)
+    try:
+        codec = EventCodec(registry_for(workflow))
+        key, payload = codec.dump(event)
+        resolves = tuple(
+            w.waiter_id
+            for w in snap.waiters
+            if w.resolved is None and _answers(codec, w.event_type, w.requirements, event)
+        )
+        if step is not None:
+            targets: tuple[str, ...] = (step,)
+        else:
+            targets = workflow._route(type(event))
+            if resolves:
+                waiting = {w.step for w in snap.waiters if w.waiter_id in resolves}
+                targets = tuple(t for t in targets if t not in waiting)
+        if not targets and not resolves:
+            raise WorkflowRuntimeError(
+                f"No step of {workflow.workflow_name} accepts {type(event).__name__} and no "
+                f"step of run {run_id} is waiting for it."
+            )
+        await store.submit_event(
+            run_id, EventRow(0, key, payload, None, client_event_id), targets, resolves
+        )
+        return await store.acquire_run(run_id, owner)
+    except BaseException:
+        await store.release_run(run_id, owner)
+        raise
+
+
+def _answers(codec: EventCodec, type_name: str, requirements: str, event: Event) -> bool:
+    if type_name not in codec.registry:
+        return False
+    wanted = codec.registry.resolve(type_name)
+    if not isinstance(event, wanted):
+        return False
+    for attribute, value in json.loads(requirements or "{}").items():
+        if event.get(attribute) != value:
+            return False
+    return True
