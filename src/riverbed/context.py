@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from pydantic import BaseModel
 
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, RetryInfo
-from riverbed.errors import ContextSerdeError, ContextStateError, WorkflowRuntimeError
+from riverbed.errors import ContextStateError, WorkflowRuntimeError
 from riverbed.events import Event, InputRequiredEvent
 from riverbed.state import DictState, StateStore
 
 if TYPE_CHECKING:
     from riverbed._engine.run import Run
+    from riverbed.serialization import BaseSerializer
     from riverbed.workflow import Workflow
 
 __all__ = ["Context", "RetryInfo"]
@@ -54,11 +55,41 @@ class Context(Generic[S]):
         state_type: type[Any] = workflow._state_type()
         self._state_store: StateStore[Any] = StateStore(state_type)
         self._run: Run | None = None
-        if previous_context is not None or serializer is not None:
-            raise ContextSerdeError(
-                "Restoring a Context from a dict is not supported yet; keep the Context "
-                "object and pass it to run(ctx=...) to reuse its state."
+        #: work of a paused run to continue with (set by Context.from_dict)
+        self._resume_work: Any = None
+        if previous_context is not None:
+            from riverbed._engine.snapshot import context_from_dict
+
+            restored = context_from_dict(workflow, previous_context, serializer)
+            self._state_store = restored._state_store
+            self._resume_work = restored._resume_work
+
+    def to_dict(self, serializer: BaseSerializer | None = None) -> dict[str, Any]:
+        """A JSON-friendly payload of this context: its state and, for a run that has not
+        finished (or was cancelled to pause it), the events it still had to process.
+
+        ``Context.from_dict(workflow, payload)`` continues from it; steps that were in
+        progress run again from the top. Works from handler code, not inside a step.
+        """
+        if CURRENT_ATTEMPT.get() is not None:
+            raise ContextStateError(
+                "to_dict is only available from handler code, not from within steps."
             )
+        from riverbed._engine.snapshot import context_to_dict
+
+        return context_to_dict(self, serializer)
+
+    @classmethod
+    def from_dict(
+        cls,
+        workflow: Workflow,
+        data: dict[str, Any],
+        serializer: BaseSerializer | None = None,
+    ) -> Context[Any]:
+        """Rebuild a context from :meth:`to_dict`'s payload; ``workflow.run(ctx=ctx)`` then
+        continues the paused run (no new StartEvent). Raises ``ContextSerdeError`` for a
+        payload that is not a context."""
+        return cls(workflow, previous_context=data, serializer=serializer)
 
     # -- state ---------------------------------------------------------------------------
     @property

@@ -131,6 +131,9 @@ class WorkflowHandler:
         """Stop the run: running steps are cancelled, ``WorkflowCancelledEvent`` ends the
         stream, and awaiting the handler raises ``WorkflowCancelledByUser``."""
         await self._run.cancel()
+        future = self._run.result
+        if future.done() and not future.cancelled():
+            future.exception()  # asked for: no "exception never retrieved" warning
 
     def __repr__(self) -> str:
         return f"<WorkflowHandler run_id={self.run_id!r} status={self.status.value}>"

@@ -263,7 +263,11 @@ class Workflow:
             )
         run = self._new_run(ctx, run_id or uuid.uuid4().hex, store or self._store)
         ctx._begin(run)
-        run.start(event)
+        resume_work, ctx._resume_work = ctx._resume_work, None
+        if resume_work is not None and not isinstance(run, DurableRun):
+            run.start_resumed(*resume_work)
+        else:
+            run.start(event)
         return WorkflowHandler(run)
 
     def _new_run(self, ctx: Context[Any], run_id: str, store: Any) -> Run:

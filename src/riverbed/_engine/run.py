@@ -31,6 +31,7 @@ from riverbed.errors import (
 from riverbed.events import (
     Event,
     InputRequiredEvent,
+    StartEvent,
     StepFailedEvent,
     StopEvent,
     WorkflowCancelledEvent,
@@ -54,7 +55,7 @@ _SEED_KW: dict[type, bool] = {}
 class StepRuntime:
     """A step's queue and worker count within one run."""
 
-    __slots__ = ("active", "buffers", "pending", "running", "spec")
+    __slots__ = ("active", "buffers", "in_progress", "pending", "running", "spec")
 
     def __init__(self, spec: StepSpec) -> None:
         self.spec = spec
@@ -64,6 +65,9 @@ class StepRuntime:
         #: attempts executing right now
         self.running = 0
         self.buffers: dict[str | None, CollectBuffer] = {}
+        #: deliveries whose attempt started and has not finished (kept if cancelled, so a
+        #: paused run can be resumed from ctx.to_dict())
+        self.in_progress: dict[int, Delivery] = {}
 
 
 class Run:
@@ -125,6 +129,44 @@ class Run:
                 self.parent.children = []
             self.parent.children.append(self)
         self._track(self.loop.create_task(self._boot(start_event)))
+
+    def start_resumed(
+        self, queues: dict[str, list[Event]], collected: dict[str, dict[str, list[Event]]]
+    ) -> None:
+        """Start with the work of a paused run (``Context.from_dict``) instead of an event."""
+        if self.parent is not None:
+            self.parent.run.children.append(self)
+        self._track(self.loop.create_task(self._boot_resumed(queues, collected)))
+
+    async def _boot_resumed(
+        self, queues: dict[str, list[Event]], collected: dict[str, dict[str, list[Event]]]
+    ) -> None:
+        record = RunRecord(
+            run_id=self.run_id,
+            workflow=self.workflow.workflow_name,
+            status=RunStatus.RUNNING,
+            started_at=time.time(),
+        )
+        try:
+            await self.store.run_started(record, StartEvent(), self._next_seq())
+            for step_name, buffers in collected.items():
+                rt = self.runtime(step_name)
+                for buffer_id, held in buffers.items():
+                    buffer = rt.buffers.setdefault(buffer_id or None, CollectBuffer())
+                    for event in held:
+                        buffer.restore(self._next_seq(), event)
+            if self.timeout is not None:
+                self._timeout_handle = self.clock.call_later(self.timeout, self._on_timeout)
+            self._booting = False
+            for step_name, events in queues.items():
+                rt = self.runtime(step_name)
+                for event in events:
+                    self._enqueue(rt, Delivery(event, self._next_seq()), defer=False)
+        except Exception as exc:
+            await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=exc), error=exc)
+        finally:
+            self._booting = False
+        self._check_idle()
 
     async def _boot(self, start_event: Event) -> None:
         try:
@@ -258,6 +300,7 @@ class Run:
         attempt.state_version = self.ctx._state_store.version
         token = CURRENT_ATTEMPT.set(attempt)
         rt.running += 1
+        rt.in_progress[delivery.seq] = delivery
         try:
             if self._records_steps and not await self._begin_attempt(attempt):
                 return
@@ -294,6 +337,7 @@ class Run:
                 await self._on_failure(rt, delivery, attempt, exc)
             else:
                 await self._on_success(rt, delivery, attempt, result)
+            rt.in_progress.pop(delivery.seq, None)
         except Exception as exc:  # a bug in routing or in the store: the run cannot go on
             await self._finish(
                 RunStatus.FAILED, WorkflowFailedEvent(step_name=spec.name, exception=exc), exc
