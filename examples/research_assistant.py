@@ -2,10 +2,12 @@
 
 Shows fan-out with ``ctx.send_event``, fan-in with ``ctx.collect_events``, typed state edited
 atomically by parallel steps, a retry policy on a flaky step, and progress streamed to the
-caller. The "LLM" is a deterministic fake, so this runs offline and prints the same answer
-every time.
+caller. The run is durable: each step commits to ``riverbed-demo.db`` (SQLite, no server).
+The "LLM" is a deterministic fake, so this runs offline and prints the same answer every
+time.
 
-Run it: ``python examples/research_assistant.py "how do rivers shape valleys"``
+Run it: ``python examples/research_assistant.py "how do rivers shape valleys"``; continue a
+run whose process was killed: ``python examples/research_assistant.py --resume RUN_ID``.
 """
 
 from __future__ import annotations
@@ -105,21 +107,30 @@ class ResearchAssistant(Workflow):
         return StopEvent(result="\n".join(lines))
 
 
-async def main(question: str) -> None:
-    workflow = ResearchAssistant(timeout=60)
-    ctx: Context[ResearchState] = Context(workflow)
-    handler = workflow.run(ctx=ctx, question=question, angles=3)
+async def main(question: str, db: str) -> None:
+    # Durable: every step commits to the SQLite file; kill this process at any point and
+    # `python examples/research_assistant.py --resume RUN_ID` continues where it stopped.
+    workflow = ResearchAssistant(timeout=60, store=f"sqlite:///{db}")
+    if question.startswith("--resume"):
+        handler = await workflow.resume(question.split(maxsplit=1)[1])
+    else:
+        handler = workflow.run(question=question, angles=3)
     async for event in handler.stream_events():
         if isinstance(event, Progress):
             print(f"[progress] {event.message}")
     print(await handler)
-    state = await ctx.store.get_state()
+    state_json, _ = await workflow.store.read_state(handler.run_id)
+    state = ResearchState.model_validate_json(state_json)
     retried = sum(1 for calls in LLM.calls.values() if calls > 1)
     print(
         f"{state.llm_calls} findings, {retried} of them after a retry "
-        f"({sum(LLM.calls.values())} LLM calls); run id {handler.run_id}"
+        f"({sum(LLM.calls.values())} LLM calls)"
     )
+    record = await workflow.store.get_run(handler.run_id)
+    print(f"run {record.run_id} {record.status.value}, recorded in {db}")
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1] if len(sys.argv) > 1 else "how do rivers shape valleys"))
+    args = sys.argv[1:]
+    question = " ".join(args) if args else "how do rivers shape valleys"
+    asyncio.run(main(question, db="riverbed-demo.db"))

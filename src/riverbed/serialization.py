@@ -68,7 +68,7 @@ class TypeRegistry:
         # HumanResponseEvent); they are registered when first serialized.
 
     def resolve(self, key: str) -> type[BaseModel]:
-        cls = self._types.get(key)
+        cls = self._types.get(key) or self._loaded_event(key)
         if cls is None:
             raise ContextSerdeError(
                 f"Stored data names type {key!r}, which this workflow does not know. The "
@@ -77,8 +77,21 @@ class TypeRegistry:
             )
         return cls
 
+    def _loaded_event(self, key: str) -> type[BaseModel] | None:
+        # Events a step writes to the stream need not appear in any signature. They are
+        # looked up among the Event classes this process has already defined (never
+        # imported), so stored data still cannot choose what code is loaded.
+        pending: list[type[Event]] = [Event]
+        while pending:
+            cls = pending.pop()
+            if type_key(cls) == key:
+                self.add(cls)
+                return cls
+            pending.extend(cls.__subclasses__())
+        return None
+
     def __contains__(self, key: str) -> bool:
-        return key in self._types
+        return key in self._types or self._loaded_event(key) is not None
 
 
 class BaseSerializer:
