@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -130,6 +130,20 @@ class Context(Generic[S]):
             last_exception=delivery.last_error,
             last_failed_at=delivery.last_failed_at,
         )
+
+    async def memo(self, name: str, compute: Callable[[], Any]) -> Any:
+        """Inside a step: keep an expensive sub-result (an LLM answer) for this delivery.
+
+        The first attempt calls ``compute()`` (sync or async) and keeps its value under
+        ``name``; a retried attempt of the same delivery gets the kept value without calling
+        it again. In a durable run the value is committed at once, so it survives a crash.
+        Values are kept as JSON and returned as decoded JSON (a pydantic model comes back as
+        a dict)::
+
+            answer = await ctx.memo("draft", lambda: llm.complete(prompt))
+        """
+        attempt = self._attempt("memo()")
+        return await attempt.run.memo(attempt, name, compute)
 
     # -- events --------------------------------------------------------------------------
     def send_event(self, message: Event, step: str | None = None) -> None:

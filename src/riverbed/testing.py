@@ -24,7 +24,40 @@ from riverbed.events import Event, StartEvent
 from riverbed.stores.memory import MemoryStore
 from riverbed.workflow import Workflow
 
-__all__ = ["FakeClock", "WorkflowTestResult", "WorkflowTestRunner"]
+__all__ = [
+    "CRASHPOINTS_ENV",
+    "FakeClock",
+    "WorkflowTestResult",
+    "WorkflowTestRunner",
+    "crashpoints_env",
+]
+
+#: the environment variable that arms crash points in a durable run's process
+CRASHPOINTS_ENV = "RIVERBED_CRASHPOINTS"
+
+
+def crashpoints_env(**points: float) -> dict[str, str]:
+    """Environment for a child process whose durable runs SIGKILL themselves at named
+    points with the given probabilities, for crash tests::
+
+        env = {**os.environ, **crashpoints_env(after_claim=0.05, in_commit=0.02)}
+        subprocess.run([sys.executable, "worker.py"], env=env)
+
+    Points: ``before_claim``, ``after_claim`` (= before the step body), ``before_commit``,
+    ``in_commit`` (inside the store's transaction, before COMMIT), ``after_commit``.
+    """
+    known = {
+        "before_claim",
+        "after_claim",
+        "before_body",
+        "before_commit",
+        "in_commit",
+        "after_commit",
+    }
+    unknown = sorted(set(points) - known)
+    if unknown:
+        raise ValueError(f"Unknown crash points {unknown}; known: {sorted(known)}.")
+    return {CRASHPOINTS_ENV: ",".join(f"{name}:{p}" for name, p in points.items())}
 
 
 class _FakeTimer:

@@ -25,6 +25,7 @@ class Delivery:
         "last_error",
         "last_failed_at",
         "lineage",
+        "memos",
         "seq",
     )
 
@@ -37,6 +38,8 @@ class Delivery:
         self.first_started = 0.0
         self.last_error: BaseException | None = None
         self.last_failed_at: float | None = None
+        #: ctx.memo values of this delivery (in memory; durable runs keep them in the store)
+        self.memos: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

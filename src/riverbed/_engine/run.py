@@ -9,6 +9,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import json
 import logging
 import threading
 import time
@@ -16,6 +17,8 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+
+from pydantic_core import to_jsonable_python
 
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
 from riverbed._engine.clock import Clock, TimerHandle
@@ -371,6 +374,16 @@ class Run:
         await self.store.waiter_registered(self.run_id, waiter_id, event_type.__name__, step)
         return None
 
+    async def memo(self, attempt: Attempt, name: str, compute: Callable[[], Any]) -> Any:
+        """``ctx.memo``: the value ``compute`` gave for ``name`` in an earlier attempt of
+        this delivery, or compute, keep and return it (JSON round-tripped either way)."""
+        memos = attempt.delivery.memos
+        if memos is None:
+            memos = attempt.delivery.memos = {}
+        if name not in memos:
+            memos[name] = _memo_json(name, await _call_maybe_async(compute))
+        return json.loads(memos[name])
+
     def timer_fired(self, kind: str, key: str) -> None:
         """Tell the store a timer went off (durable runs keep their timers as rows)."""
         self.background(self.store.timer_fired(self.run_id, kind, key))
@@ -704,6 +717,23 @@ class Run:
                     self.result.set_result(value)
                 else:
                     self.result.set_exception(error)
+
+
+async def _call_maybe_async(compute: Callable[[], Any]) -> Any:
+    value = compute()
+    if inspect.isawaitable(value):
+        value = await value
+    return value
+
+
+def _memo_json(name: str, value: Any) -> str:
+    try:
+        return json.dumps(to_jsonable_python(value))
+    except Exception as exc:
+        raise WorkflowRuntimeError(
+            f"ctx.memo({name!r}) got a {type(value).__name__}, which cannot be kept as JSON. "
+            "Return JSON-friendly data (str, numbers, lists, dicts, pydantic models)."
+        ) from exc
 
 
 def _is_cancelling(task: Any) -> bool:

@@ -221,6 +221,14 @@ class DurableStore(Protocol):
         """Give up ownership (the process is exiting, or the run waits for input)."""
         ...
 
+    async def get_memo(self, run_id: str, invocation: str, name: str) -> str | None:
+        """The JSON value ``ctx.memo`` stored for a delivery, if any."""
+        ...
+
+    async def put_memo(self, run_id: str, invocation: str, name: str, value: str) -> str:
+        """Store a memo in its own transaction (first value wins); returns the stored one."""
+        ...
+
     async def get_run(self, run_id: str) -> RunRecord: ...
 
     async def list_runs(

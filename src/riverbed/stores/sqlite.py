@@ -26,6 +26,7 @@ from typing import Concatenate, Literal, ParamSpec, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from riverbed.errors import StoreError
+from riverbed.stores import _sqlite_memos as memos
 from riverbed.stores import _sqlite_reads as reads
 from riverbed.stores import _sqlite_writes as writes
 from riverbed.stores._sqlite_conn import SqliteConnections
@@ -304,6 +305,26 @@ class SqliteStore:
     async def read_state(self, run_id: str) -> tuple[str, str]:
         """The run's committed state JSON and its state type key."""
         return await self._read(f"reading the state of run {run_id!r}", reads.read_state, run_id)
+
+    # -- memos -----------------------------------------------------------------------
+
+    async def get_memo(self, run_id: str, invocation: str, name: str) -> str | None:
+        """The JSON value ``ctx.memo(name, ...)`` stored for this delivery, if any."""
+        return await self._read(
+            f"reading memo {name!r} of run {run_id!r}", memos.get_memo, run_id, invocation, name
+        )
+
+    async def put_memo(self, run_id: str, invocation: str, name: str, value: str) -> str:
+        """Store a memo (the first value written wins) and return the stored value."""
+        return await self._write(
+            f"writing memo {name!r} of run {run_id!r}",
+            memos.put_memo,
+            run_id,
+            invocation,
+            name,
+            value,
+            self._now(),
+        )
 
 
 def sqlite_store_from_url(url: str) -> SqliteStore:
