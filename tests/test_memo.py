@@ -53,7 +53,7 @@ async def test_memo_values_must_be_json(tmp_path: Path) -> None:
             await ctx.memo("client", object)
             return StopEvent()
 
-    with pytest.raises(WorkflowRuntimeError, match="ctx.memo\\('client'\\) got a object"):
+    with pytest.raises(WorkflowRuntimeError, match=r"ctx\.memo\('client'\) got a object"):
         await Flow().run()
 
 
