@@ -175,6 +175,10 @@ class RecordedError(Exception):
 
 
 def _fallback(value: Any) -> Any:
+    if isinstance(value, RecordedError):
+        # Read back from a store and stored again (a resumed step forwards the event):
+        # keep the original type name and message, not "RecordedError: Type: message".
+        return {"__exception__": value.type_name, "message": str(value.args[0])}
     if isinstance(value, BaseException):
         return {"__exception__": type(value).__name__, "message": str(value)}
     raise TypeError(f"a {type(value).__module__}.{type(value).__qualname__}")
@@ -198,7 +202,10 @@ class EventCodec:
         cls = type(event)
         self.registry.add(cls)
         try:
-            data = event.model_dump(mode="json", fallback=_fallback)
+            # serialize_as_any: a field typed with a base class (StepFailedEvent.input_event
+            # is an ``Event``) holding a subclass keeps the subclass's fields; pydantic
+            # would otherwise dump only the declared class's, losing them in the store.
+            data = event.model_dump(mode="json", fallback=_fallback, serialize_as_any=True)
             return type_key(cls), json.dumps(data)
         except (TypeError, ValueError) as exc:
             raise ContextSerdeError(

@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ValidationError
 
 from riverbed._engine.clock import Clock, SystemClock
-from riverbed._engine.durable import DurableRun
+from riverbed._engine.durable import DurableRun, wrong_workflow
 from riverbed._engine.run import Run
 from riverbed.context import Context
 from riverbed.errors import WorkflowRuntimeError, WorkflowValidationError
@@ -330,10 +330,7 @@ class Workflow:
         run_id = snapshot.record.run_id
         if snapshot.record.workflow != self.workflow_name:
             await store.release_run(run_id, owner_id())
-            raise WorkflowRuntimeError(
-                f"Run {run_id} belongs to workflow {snapshot.record.workflow!r}, not "
-                f"{self.workflow_name!r}. Resume it with that workflow."
-            )
+            raise wrong_workflow(run_id, snapshot.record.workflow, self)
         ctx: Context[Any] = Context(self)
         run = self._new_run(ctx, run_id, store)
         assert isinstance(run, DurableRun)

@@ -27,7 +27,7 @@ from riverbed._engine import crashpoints
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
 from riverbed._engine.collect import CollectBuffer
 from riverbed._engine.run import Run, StepRuntime
-from riverbed.errors import FencedError, WorkflowRuntimeError
+from riverbed.errors import FencedError, StoreError, WorkflowRuntimeError
 from riverbed.events import (
     Event,
     InputRequiredEvent,
@@ -72,6 +72,10 @@ class DurableRun(Run):
         self.plain_stream = False
         self._writer = asyncio.Lock()
         self._finished_by_commit = False
+        #: this process created the run's row (or acquired it to resume): only then may it
+        #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
+        #: and that failure must not end (or release) the existing run it collided with.
+        self._owns_row = False
         state_store = self.ctx._state_store
         state_store.before_write = self._take_writer_lease
         state_store.check = self._check_storable
@@ -103,6 +107,7 @@ class DurableRun(Run):
                 owner_id(),
                 time.time() + self.timeout if self.timeout is not None else None,
             )
+            self._owns_row = True
             self._start_timeout(self.timeout)
             self._booting = False
             self.route(start_event, seq=seq)
@@ -119,6 +124,7 @@ class DurableRun(Run):
     async def restore(self, snap: RunSnapshot) -> None:
         """Continue a run from its rows: state, held collect events, pending deliveries."""
         codec = self.codec
+        self._owns_row = True  # the caller acquired the run for this process
         state_store = self.ctx._state_store
         state_store._state = codec.load_state(state_store.state_type, snap.state)
         self._seq = snap.next_seq - 1
@@ -133,17 +139,17 @@ class DurableRun(Run):
         now = time.time()
         for row in snap.deliveries:
             if row.step not in self._specs:
-                raise WorkflowRuntimeError(
-                    f"Run {self.run_id} has work for step {row.step!r}, which "
-                    f"{self.workflow.workflow_name} no longer has. Restore the step to "
-                    "resume this run."
-                )
+                raise _missing_step(self.run_id, self.workflow, row.step)
             delivery = Delivery(
                 codec.load(row.event.type_key, row.event.payload), row.event_seq, row.lineage
             )
             delivery.attempts = row.attempts
             rt = self.runtime(row.step)
-            if row.visible_at > now:  # a retry backoff that has not run out
+            # visible_at is a retry backoff only for a pending delivery. For a running one
+            # it is the lease of the attempt that was running when its process died; this
+            # process now owns the run, so that attempt is void and the delivery runs again
+            # at once (waiting for the lease stalled every resumed run for lease_seconds).
+            if row.status == "pending" and row.visible_at > now:
                 self._schedule_retry(rt, delivery, row.visible_at - now)
             else:
                 self._enqueue(rt, delivery, defer=False)
@@ -241,6 +247,16 @@ class DurableRun(Run):
             )
             if isinstance(event, StopEvent) and stop is None:
                 stop = event
+        # A produced InputRequiredEvent is streamed when it is routed after the commit,
+        # following the attempt's own stream events (Run.route). Store it there too: the
+        # rows must hold the stream readers saw, and restore() finds in them that a
+        # resumed run is waiting for input (without it a waiting run was failed as stuck).
+        streamed = list(attempt.stream)
+        for _, event in attempt.produced:
+            if isinstance(event, StopEvent):
+                break  # routing stops at the StopEvent (see below)
+            if isinstance(event, InputRequiredEvent):
+                streamed.append(event)
         result_json = None
         if stop is not None:
             status = RunStatus.COMPLETED
@@ -252,7 +268,7 @@ class DurableRun(Run):
             attempt=delivery.attempts,
             claim_token=attempt.token,
             produced=tuple(produced),
-            stream=tuple(self.codec.dump(ev) for ev in attempt.stream),
+            stream=tuple(self.codec.dump(ev) for ev in streamed),
             state=self.codec.dump_state(self.ctx._state_store._state)
             if attempt.holds_state
             else None,
@@ -382,6 +398,17 @@ class DurableRun(Run):
     def _check_storable(self, state: Any) -> None:
         self.codec.dump_state(state)
 
+    async def memo(self, attempt: Attempt, name: str, compute: Any) -> Any:
+        store = self.durable_store
+        invocation = attempt.invocation_id
+        stored = await store.get_memo(self.run_id, invocation, name)
+        if stored is None:
+            from riverbed._engine.run import _call_maybe_async, _memo_json
+
+            value = _memo_json(name, await _call_maybe_async(compute))
+            stored = await store.put_memo(self.run_id, invocation, name, value)
+        return json.loads(stored)
+
     # -- outside events ------------------------------------------------------------------
     def timer_fired(self, kind: str, key: str) -> None:
         """Durable timers are rows (retry ``visible_at``, the run ``deadline``): nothing to
@@ -402,10 +429,18 @@ class DurableRun(Run):
         seen before (the event was already applied)."""
         key, payload = self.codec.dump(event)
         resolves = self.waiters.matching(event)
+        targets = self._target_names(event, target)
+        if resolves:
+            # As Run.route does (and offline_submit): the waiting steps get the event
+            # through their waiters, every other step that takes it still gets a delivery.
+            # Dropping all targets here left those steps' live deliveries without a row,
+            # so their claim was fenced and they silently never ran.
+            waiting = {w.step for w in self.waiters._waiters if w.waiter_id in resolves}
+            targets = tuple(name for name in targets if name not in waiting)
         seq, applied = await self.durable_store.submit_event(
             self.run_id,
             EventRow(0, key, payload, None, client_event_id),
-            self._target_names(event, target) if not resolves else (),
+            targets,
             resolves,
         )
         if applied and not self.done:
@@ -438,10 +473,23 @@ class DurableRun(Run):
         state_store.before_write = None
         state_store.check = None
         store = self.durable_store
-        if not self._finished_by_commit:
-            message = None if error is None else f"{type(error).__name__}: {error}"
-            await store.finish_run(self.run_id, status, _json(value), message)
-        await store.release_run(self.run_id, owner_id())
+        if not self._owns_row:
+            return  # e.g. RunExistsError: the row belongs to another run (or process)
+        try:
+            if not self._finished_by_commit:
+                message = None if error is None else f"{type(error).__name__}: {error}"
+                await store.finish_run(self.run_id, status, _json(value), message)
+            await store.release_run(self.run_id, owner_id())
+        except StoreError as exc:
+            # The caller already gets the run's outcome. Raising here escaped from a worker
+            # task ("Task exception was never retrieved"); the row simply stays unfinished
+            # (e.g. the file is locked by another process) and can be resumed.
+            logger.warning(
+                "riverbed: could not record the end (%s) of run %s: %s",
+                status.value,
+                self.run_id,
+                exc,
+            )
 
 
 def _json(value: Any) -> str | None:
@@ -467,6 +515,7 @@ async def offline_submit(
     snap = await store.acquire_run(run_id, owner)
     try:
         codec = EventCodec(registry_for(workflow))
+        await _check_restorable(workflow, store, codec, snap, step, event)
         key, payload = codec.dump(event)
         resolves = tuple(
             w.waiter_id
@@ -492,6 +541,52 @@ async def offline_submit(
     except BaseException:
         await store.release_run(run_id, owner)
         raise
+
+
+def wrong_workflow(run_id: str, stored: str, workflow: Workflow) -> WorkflowRuntimeError:
+    return WorkflowRuntimeError(
+        f"Run {run_id} belongs to workflow {stored!r}, not {workflow.workflow_name!r}. "
+        "Resume it with that workflow."
+    )
+
+
+def _missing_step(run_id: str, workflow: Workflow, step: str) -> WorkflowRuntimeError:
+    return WorkflowRuntimeError(
+        f"Run {run_id} has work for step {step!r}, which {workflow.workflow_name} no longer "
+        "has. Restore the step to resume this run."
+    )
+
+
+async def _check_restorable(
+    workflow: Workflow,
+    store: DurableStore,
+    codec: EventCodec,
+    snap: RunSnapshot,
+    step: str | None,
+    event: Event,
+) -> None:
+    """Raise what continuing the run would raise (Workflow._continue, DurableRun.restore)
+    before offline_submit writes anything. Without this, send_event to a run of another
+    workflow, or one whose stored events or steps the workflow no longer has, committed
+    the event to the run and only then failed."""
+    run_id = snap.record.run_id
+    if snap.record.workflow != workflow.workflow_name:
+        raise wrong_workflow(run_id, snap.record.workflow, workflow)
+    specs = workflow._step_specs()
+    if step is not None and (step not in specs or not specs[step].accepts(type(event))):
+        raise WorkflowRuntimeError(
+            f"Step {step!r} of {workflow.workflow_name} does not exist or does not take "
+            f"{type(event).__name__}. Known steps: {', '.join(sorted(specs))}."
+        )
+    codec.load_state(workflow._state_type(), snap.state)
+    for streamed in await store.read_stream(run_id, 0, 1_000_000):
+        codec.load(streamed.type_key, streamed.payload)
+    for held in snap.collected:
+        codec.load(held.event.type_key, held.event.payload)
+    for row in snap.deliveries:
+        if row.step not in specs:
+            raise _missing_step(run_id, workflow, row.step)
+        codec.load(row.event.type_key, row.event.payload)
 
 
 def _answers(codec: EventCodec, type_name: str, requirements: str, event: Event) -> bool:

@@ -1,0 +1,418 @@
+"""Events and state to JSON and back (riverbed.serialization), safely.
+
+Round trips keep types and extra fields; stored type names are only ever looked up among
+classes the workflow (or this process) already has, never imported; pickle is used only
+by PickleSerializer, which the caller has to choose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import json
+import sqlite3
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Union
+
+import pytest
+from pydantic import BaseModel, Field, field_serializer, field_validator
+
+from riverbed import (
+    Context,
+    ContextSerdeError,
+    Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StepFailedEvent,
+    StopEvent,
+    Workflow,
+    WorkflowFailedEvent,
+    step,
+)
+from riverbed.serialization import (
+    EventCodec,
+    JsonSerializer,
+    PickleSerializer,
+    RecordedError,
+    TypeRegistry,
+    type_key,
+)
+from riverbed.state import DictState
+
+pytestmark = pytest.mark.usefixtures("hang_guard")
+
+
+class Color(str, enum.Enum):
+    RED = "red"
+    BLUE = "blue"
+
+
+class Inner(BaseModel):
+    name: str
+    weights: list[float] = Field(default_factory=list)
+
+
+class Rich(Event):
+    text: str
+    count: int = 0
+    color: Color = Color.RED
+    when: dt.datetime = dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+    inner: Inner = Field(default_factory=lambda: Inner(name="i"))
+    tags: dict[str, list[int]] = Field(default_factory=dict)
+    maybe: int | None = None
+
+
+class Query(StartEvent):
+    question: str
+
+
+class Report(StopEvent):
+    title: str
+
+
+def codec(*types: type[BaseModel]) -> EventCodec:
+    return EventCodec(TypeRegistry(types))
+
+
+# -- EventCodec ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event(),
+        Event(free="form", nested={"a": [1, 2, {"b": None}]}),
+        StartEvent(topic="rivers", depth=3),
+        Query(question="why?", user="ana"),
+        Rich(text="t"),
+        Rich(
+            text="t",
+            count=3,
+            color=Color.BLUE,
+            inner=Inner(name="n", weights=[0.5]),
+            tags={"a": [1]},
+            maybe=7,
+            extra_field="kept",
+            extra_list=[1, "two"],
+        ),
+        StopEvent(result={"answer": 42, "sources": ["a", "b"]}),
+        StopEvent(result=None),
+        Report(title="r", result=[1, 2], note="extra"),
+        InputRequiredEvent(prefix="name?", user="ana"),
+        HumanResponseEvent(response="Ana"),
+    ],
+    ids=lambda ev: type(ev).__name__,
+)
+def test_event_codec_round_trips_type_fields_and_extras(event: Event) -> None:
+    c = codec(Query, Rich, Report)
+    key, payload = c.dump(event)
+    assert key == type_key(type(event))
+    json.loads(payload)  # plain JSON text
+    back = c.load(key, payload)
+    assert type(back) is type(event)
+    assert back == event
+    assert back.model_dump() == event.model_dump()
+    assert dict(back.items()) == dict(event.items())  # the extra fields
+
+
+def test_a_rich_event_keeps_its_python_types() -> None:
+    c = codec(Rich)
+    back = c.load(*c.dump(Rich(text="t", color=Color.BLUE, inner=Inner(name="n"))))
+    assert isinstance(back, Rich)
+    assert back.color is Color.BLUE
+    assert isinstance(back.inner, Inner)
+    assert back.when == dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.timezone.utc)
+
+
+def test_a_subclass_sent_at_run_time_is_registered_when_dumped() -> None:
+    class RicherAnswer(HumanResponseEvent):
+        confidence: float
+
+    c = codec()
+    key, payload = c.dump(RicherAnswer(response="x", confidence=0.5))
+    assert key in c.registry
+    back = c.load(key, payload)
+    assert isinstance(back, RicherAnswer)
+    assert back.confidence == 0.5
+
+
+def test_a_field_that_is_not_json_is_refused_naming_it() -> None:
+    class HoldsClient(Event):
+        client: Any = None
+
+    with pytest.raises(ContextSerdeError, match=r"HoldsClient cannot be stored.*builtins.object"):
+        codec().dump(HoldsClient(client=object()))
+    with pytest.raises(ContextSerdeError, match=r"cannot be stored.*not JSON"):
+        codec().dump(Event(extra=sqlite3.connect(":memory:")))
+
+
+def test_step_failed_event_round_trips_its_exception_as_recorded_error() -> None:
+    class Flaky(Exception):
+        pass
+
+    original = StepFailedEvent(
+        step_name="work",
+        input_event=Query(question="q", user="ana"),
+        exception=Flaky("bad thing"),
+        attempts=3,
+        elapsed_seconds=1.5,
+        failed_at=1000.0,
+    )
+    c = codec(Query)
+    key, payload = c.dump(original)
+    assert json.loads(payload)["exception"] == {"__exception__": "Flaky", "message": "bad thing"}
+    back = c.load(key, payload)
+    assert isinstance(back, StepFailedEvent)
+    # The exception's class is never imported from stored data: its name and message are.
+    assert isinstance(back.exception, RecordedError)
+    assert back.exception.type_name == "Flaky"
+    assert str(back.exception) == "Flaky: bad thing"
+    assert (back.step_name, back.attempts, back.elapsed_seconds) == ("work", 3, 1.5)
+    # The input event comes back as an Event with its data (its field is typed Event).
+    assert back.input_event["question"] == "q"
+    assert back.input_event["user"] == "ana"
+    # Stored again (a resumed step forwards it), it keeps the original name and message.
+    assert c.dump(back) == (key, payload)
+    again = c.load(key, c.dump(back)[1])
+    assert isinstance(again, StepFailedEvent)
+    assert str(again.exception) == "Flaky: bad thing"
+
+
+def test_workflow_failed_event_round_trips_its_exception() -> None:
+    c = codec()
+    back = c.load(*c.dump(WorkflowFailedEvent(step_name="s", exception=KeyError("k"))))
+    assert isinstance(back, WorkflowFailedEvent)
+    assert isinstance(back.exception, RecordedError)
+    assert back.exception.type_name == "KeyError"
+    back = c.load(*c.dump(WorkflowFailedEvent(step_name="s")))
+    assert back.exception is None
+
+
+def test_a_payload_that_no_longer_fits_its_class() -> None:
+    with pytest.raises(
+        ContextSerdeError, match=r"(?s)stored Rich no longer matches.*give new fields defaults"
+    ):
+        codec(Rich).load(type_key(Rich), json.dumps({"count": 1}))  # `text` was added
+    with pytest.raises(ContextSerdeError, match="no longer matches"):
+        codec(Rich).load(type_key(Rich), "{not json")
+
+
+def test_a_key_naming_a_model_that_is_not_an_event() -> None:
+    with pytest.raises(ContextSerdeError, match="is not an event"):
+        codec().load(type_key(DictState), "{}")
+
+
+# -- unknown type keys ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def trap_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An importable module that records being imported; returns its name."""
+    name = "riverbed_import_trap"
+    (tmp_path / f"{name}.py").write_text(
+        "import os\n"
+        "os.environ['RIVERBED_TRAP_IMPORTED'] = '1'\n"
+        "from riverbed import Event\n"
+        "class Evil(Event):\n"
+        "    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("RIVERBED_TRAP_IMPORTED", raising=False)
+    sys.modules.pop(name, None)
+    return name
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["{trap}.Evil", "os.system", "subprocess.Popen", "builtins.object", "pydantic.BaseModel", ""],
+)
+def test_unknown_type_keys_are_refused_and_never_imported(
+    key: str, trap_module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = key.format(trap=trap_module)
+    c = codec(Rich)
+    with pytest.raises(ContextSerdeError, match=r"does not know.*restore it, or register it"):
+        c.load(key, "{}")
+    with pytest.raises(ContextSerdeError, match="does not know"):
+        c.registry.resolve(key)
+    assert key not in c.registry
+    serializer = JsonSerializer(TypeRegistry([Rich]))
+    with pytest.raises(ContextSerdeError, match="does not know"):
+        serializer.deserialize(json.dumps({"__model__": key, "value": {}}))
+    assert trap_module not in sys.modules
+    import os
+
+    assert "RIVERBED_TRAP_IMPORTED" not in os.environ
+
+
+def test_an_event_class_this_process_defines_is_found_without_import() -> None:
+    # Events a step only writes to the stream appear in no signature; they are found among
+    # the Event subclasses already defined here (walking __subclasses__, not importing).
+    class StreamOnly(Event):
+        n: int
+
+    c = codec()
+    assert c.load(type_key(StreamOnly), '{"n": 1}') == StreamOnly(n=1)
+
+
+# -- JsonSerializer / PickleSerializer -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, 1, 2.5, "text", True, [1, "a", None], {"a": {"b": [1, 2]}}, {"__model__": 1}],
+)
+def test_json_serializer_round_trips_plain_values(value: Any) -> None:
+    serializer = JsonSerializer()
+    assert serializer.deserialize(serializer.serialize(value)) == value
+
+
+@pytest.mark.parametrize("cls", [JsonSerializer, PickleSerializer])
+def test_serializers_round_trip_models_with_their_type(cls: type[JsonSerializer]) -> None:
+    writer = cls()
+    value = Rich(text="t", inner=Inner(name="n"), extra="x")
+    text = writer.serialize(value)
+    assert json.loads(text)["__model__"] == type_key(Rich)
+    reader = cls(TypeRegistry([Rich]))
+    back = reader.deserialize(text)
+    assert type(back) is Rich
+    assert back == value
+    # A reader whose registry lacks the type refuses it instead of importing it.
+    with pytest.raises(ContextSerdeError, match="does not know"):
+        cls(TypeRegistry()).deserialize(json.dumps({"__model__": type_key(Inner), "value": {}}))
+
+
+class Opaque:
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Opaque) and other.n == self.n
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+def test_pickle_is_used_only_when_opted_in() -> None:
+    value = {"client": Opaque(3)}
+    with pytest.raises(ContextSerdeError, match=r"Opaque.*PickleSerializer for trusted data"):
+        JsonSerializer().serialize(value)
+    text = PickleSerializer().serialize(value)
+    assert set(json.loads(text)) == {"__pickle__"}
+    assert PickleSerializer().deserialize(text) == value
+    # JsonSerializer never unpickles: the payload stays an inert dict.
+    assert JsonSerializer().deserialize(text) == json.loads(text)
+    # JSON-friendly values stay JSON with PickleSerializer too.
+    assert PickleSerializer().serialize({"a": 1}) == '{"a": 1}'
+
+
+def test_json_serializer_refuses_bad_text() -> None:
+    with pytest.raises(ContextSerdeError, match="not valid JSON"):
+        JsonSerializer().deserialize("{oops")
+
+
+def test_a_durable_run_never_pickles() -> None:
+    # The engine's codec is JSON only: a value JSON cannot hold is refused, not pickled.
+    with pytest.raises(ContextSerdeError, match="not JSON"):
+        codec().dump(Event(client=Opaque(1)))
+
+
+# -- the seed page's typed state, through a durable run ------------------------------------------
+
+
+class MyRandomObject:
+    def __init__(self, name: str = "default"):
+        self.name = name
+
+
+class MyState(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+    my_obj: MyRandomObject = Field(default_factory=MyRandomObject)
+    some_key: str = Field(default="some_value")
+
+    @field_serializer("my_obj", when_used="always")
+    def serialize_my_obj(self, my_obj: MyRandomObject) -> str:
+        return my_obj.name
+
+    @field_validator("my_obj", mode="before")
+    @classmethod
+    def deserialize_my_obj(cls, v: Union[str, MyRandomObject]) -> MyRandomObject:  # noqa: UP007
+        if isinstance(v, MyRandomObject):
+            return v
+        if isinstance(v, str):
+            return MyRandomObject(v)
+
+        raise ValueError(f"Invalid type for my_obj: {type(v)}")
+
+
+class MyStatefulFlow(Workflow):
+    @step
+    async def start(self, ctx: Context[MyState], ev: StartEvent) -> InputRequiredEvent:
+        async with ctx.store.edit_state() as state:
+            state.my_obj.name = "new_name"
+        name = await ctx.store.get("my_obj.name")
+        await ctx.store.set("some_key", f"seen {name}")
+        return InputRequiredEvent(prefix="continue?")
+
+    @step
+    async def finish(self, ctx: Context[MyState], ev: HumanResponseEvent) -> StopEvent:
+        state = await ctx.store.get_state()
+        assert isinstance(state.my_obj, MyRandomObject)
+        async with ctx.store.edit_state() as edit:
+            edit.my_obj.name += f"+{ev.response}"
+        return StopEvent(result=[state.my_obj.name, state.some_key])
+
+
+def test_my_state_round_trips_through_the_codec() -> None:
+    c = codec(MyState)
+    state = MyState(my_obj=MyRandomObject("x"), some_key="k")
+    text = c.dump_state(state)
+    assert json.loads(text) == {"my_obj": "x", "some_key": "k"}
+    back = c.load_state(MyState, text)
+    assert isinstance(back.my_obj, MyRandomObject)
+    assert (back.my_obj.name, back.some_key) == ("x", "k")
+    with pytest.raises(ContextSerdeError, match="no longer fits MyState"):
+        c.load_state(MyState, '{"my_obj": 5}')
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[list[Workflow]]:
+    made: list[Workflow] = []
+    yield made
+    for workflow in made:
+        if workflow.store.is_open:
+            await workflow.store.close()
+
+
+async def test_my_state_through_a_durable_run_and_resume(
+    tmp_path: Path, stores: list[Workflow]
+) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = MyStatefulFlow(store=url)
+    stores.append(first)
+    handler = first.run()
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break
+    await first.store.close()  # the process goes away while the run waits
+    conn = sqlite3.connect(tmp_path / "runs.db")
+    stored = conn.execute("SELECT state, state_type FROM runs").fetchone()
+    conn.close()
+    assert json.loads(stored[0]) == {"my_obj": "new_name", "some_key": "seen new_name"}
+    assert stored[1] == type_key(MyState)
+
+    second = MyStatefulFlow(store=url)
+    stores.append(second)
+    resumed = await second.resume(handler.run_id)
+    state = await resumed.ctx.store.get_state()
+    assert isinstance(state, MyState)
+    assert isinstance(state.my_obj, MyRandomObject)
+    assert state.my_obj.name == "new_name"
+    await resumed.send_event(HumanResponseEvent(response="ok"))
+    assert await resumed == ["new_name", "seen new_name"]
+    final = await resumed.ctx.store.get_state()
+    assert final.my_obj.name == "new_name+ok"
+    await asyncio.sleep(0)
