@@ -1,4 +1,5 @@
-"""Scenarios S1-S5, written once against the LlamaIndex Workflows API.
+"""Scenarios S1-S5, written once against the LlamaIndex Workflows API (and ``self_loop``,
+the long single run of ``durable.py``).
 
 Every builder takes an ``api`` namespace (``Workflow``, ``step``, ``Context``, ``Event``,
 ``StartEvent``, ``StopEvent``) and defines its event and workflow classes inside the call, so
@@ -12,6 +13,7 @@ could not be resolved.
 """
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -22,8 +24,11 @@ Job = Callable[[], Awaitable[str | None]]
 CHAIN_STEPS = 10
 
 
-def s1_chain(api: Any, runs: int) -> Job:
-    """S1: ``runs`` sequential runs of a 10-step chain, one event forwarded per step."""
+def s1_chain(api: Any, runs: int, options: dict[str, Any] | None = None) -> Job:
+    """S1: ``runs`` sequential runs of a 10-step chain, one event forwarded per step.
+
+    ``options`` are extra ``Workflow(...)`` arguments (``durable.py`` passes ``store=``).
+    """
     Workflow, step, Event, StartEvent, StopEvent = (
         api.Workflow, api.step, api.Event, api.StartEvent, api.StopEvent
     )
@@ -96,7 +101,7 @@ def s1_chain(api: Any, runs: int) -> Job:
         async def step10(self, ev: Hop9) -> StopEvent:
             return StopEvent(result=ev.hops + 1)
 
-    wf = Chain(timeout=None)
+    wf = Chain(timeout=None, **(options or {}))
 
     async def job() -> str | None:
         for i in range(runs):
@@ -108,8 +113,13 @@ def s1_chain(api: Any, runs: int) -> Job:
     return job
 
 
-def s2_fan_out(api: Any, events: int, workers: int) -> Job:
-    """S2: one step sends ``events`` events, a pool of ``workers`` handles them, one collects."""
+def s2_fan_out(
+    api: Any, events: int, workers: int, options: dict[str, Any] | None = None
+) -> Job:
+    """S2: one step sends ``events`` events, a pool of ``workers`` handles them, one collects.
+
+    ``options`` are extra ``Workflow(...)`` arguments (``durable.py`` passes ``store=``).
+    """
     Workflow, step, Context, Event, StartEvent, StopEvent = (
         api.Workflow, api.step, api.Context, api.Event, api.StartEvent, api.StopEvent
     )
@@ -141,7 +151,7 @@ def s2_fan_out(api: Any, events: int, workers: int) -> Job:
                 return None
             return StopEvent(result=(len(done), sum(d.i for d in done)))
 
-    wf = FanOut(timeout=None)
+    wf = FanOut(timeout=None, **(options or {}))
     want = (events, events * (events - 1) // 2)
 
     async def job() -> str | None:
@@ -285,6 +295,48 @@ def s5_stream(api: Any, events: int) -> Job:
         result = await handler
         if seen != events or result != events:
             return f"streamed {seen} events, result {result!r}, expected {events}"
+        return None
+
+    return job
+
+
+def self_loop(
+    api: Any,
+    steps: int,
+    options: dict[str, Any] | None = None,
+    stamps: list[float] | None = None,
+) -> Job:
+    """One run whose step returns its own event type ``steps`` times (``durable.py``).
+
+    ``stamps``, when given, receives ``time.perf_counter()`` at the start of every loop step,
+    so the cost of any window of steps of the run can be read afterwards.
+    """
+    Workflow, step, Event, StartEvent, StopEvent = (
+        api.Workflow, api.step, api.Event, api.StartEvent, api.StopEvent
+    )
+
+    class Tick(Event):
+        i: int
+
+    class SelfLoop(Workflow):
+        @step
+        async def begin(self, ev: StartEvent) -> Tick:
+            return Tick(i=1)
+
+        @step
+        async def spin(self, ev: Tick) -> Tick | StopEvent:
+            if stamps is not None:
+                stamps.append(time.perf_counter())
+            if ev.i >= steps:
+                return StopEvent(result=ev.i)
+            return Tick(i=ev.i + 1)
+
+    wf = SelfLoop(timeout=None, **(options or {}))
+
+    async def job() -> str | None:
+        got = await wf.run()
+        if got != steps:
+            return f"the loop step ran {got!r} times, expected {steps}"
         return None
 
     return job
