@@ -14,7 +14,7 @@ from riverbed._engine.clock import Clock, SystemClock
 from riverbed._engine.durable import DurableRun, wrong_workflow
 from riverbed._engine.run import Run
 from riverbed.context import Context
-from riverbed.errors import WorkflowRuntimeError, WorkflowValidationError
+from riverbed.errors import RunFinishedError, WorkflowRuntimeError, WorkflowValidationError
 from riverbed.events import Event, StartEvent, StopEvent
 from riverbed.handler import WorkflowHandler
 from riverbed.resource import ResourceManager, validate_resources
@@ -283,8 +283,18 @@ class Workflow:
         )
         if isinstance(run, DurableRun):
             run.setup_durable(store)
-        self._live[run_id] = run
-        run.result.add_done_callback(lambda _: self._live.pop(run_id, None))
+        # A second run(run_id=...) of a run live here is refused by the store (RunExistsError);
+        # it must neither replace the live run here nor remove it when it fails, or
+        # send_event(run_id) would continue a second copy and the live handler never end.
+        live = self._live.get(run_id)
+        if live is None or live.done:
+            self._live[run_id] = run
+
+        def forget(_: object) -> None:
+            if self._live.get(run_id) is run:
+                del self._live[run_id]
+
+        run.result.add_done_callback(forget)
         return run
 
     # -- durable runs --------------------------------------------------------------------
@@ -314,11 +324,17 @@ class Workflow:
 
         Committed steps are not run again; steps that were running are. Raises
         ``RunNotFoundError``, ``RunFinishedError`` (it already ended) or ``RunOwnedError``
-        (another live process runs it).
+        (another live process runs it). A run this workflow is running here already is
+        returned as it is.
         """
         from riverbed._engine.durable import owner_id
 
         store = self._durable_store("resume()")
+        live = self._live.get(run_id)
+        if live is not None and not live.done:
+            # This process owns it, so acquire_run would let a second copy run beside it
+            # (each copy with its own state and writer lease: lost updates).
+            return WorkflowHandler(live)
         await self.open_store()
         snapshot = await store.acquire_run(run_id, owner_id())
         return await self._continue(snapshot)
@@ -359,11 +375,19 @@ class Workflow:
             handler = WorkflowHandler(live)
             await handler.send_event(event, step, client_event_id=client_event_id)
             return handler
-        from riverbed._engine.durable import offline_submit
+        from riverbed._engine.durable import ended_run, offline_submit
 
         store = self._durable_store("send_event(run_id, ...)")
         await self.open_store()
-        snapshot = await offline_submit(self, store, run_id, event, step, client_event_id)
+        try:
+            snapshot = await offline_submit(self, store, run_id, event, step, client_event_id)
+        except RunFinishedError:
+            # A retried submission whose first try was applied (and maybe ended the run)
+            # is answered with the ended run, as the store's dedup answers it; only a new
+            # event to an ended run is an error.
+            if client_event_id is None or not await _was_applied(store, run_id, client_event_id):
+                raise
+            return WorkflowHandler(await ended_run(self, store, run_id))
         return await self._continue(snapshot)
 
     def run_sync(
@@ -417,3 +441,8 @@ class Workflow:
                 f"Failed creating a start event of type {start_cls.__name__!r} with the "
                 f"keyword arguments: {kwargs}. {exc}"
             ) from exc
+
+
+async def _was_applied(store: DurableStore, run_id: str, client_event_id: str) -> bool:
+    """Whether an event with this client id entered the run."""
+    return any(e.client_event_id == client_event_id for e in await store.read_events(run_id))

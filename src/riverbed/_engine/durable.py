@@ -27,15 +27,23 @@ from riverbed._engine import crashpoints
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
 from riverbed._engine.collect import CollectBuffer
 from riverbed._engine.run import Run, StepRuntime
-from riverbed.errors import FencedError, StoreError, WorkflowRuntimeError
+from riverbed.errors import (
+    FencedError,
+    StoreError,
+    WorkflowCancelledByUser,
+    WorkflowRuntimeError,
+    WorkflowTimeoutError,
+)
 from riverbed.events import (
     Event,
     InputRequiredEvent,
     StepFailedEvent,
     StopEvent,
+    WorkflowCancelledEvent,
     WorkflowFailedEvent,
+    WorkflowTimedOutEvent,
 )
-from riverbed.serialization import EventCodec, TypeRegistry, type_key
+from riverbed.serialization import EventCodec, RecordedError, TypeRegistry, type_key
 from riverbed.state import snapshot
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import CommitRow, DurableStore, EventRow, ProducedRow, RunSnapshot
@@ -541,6 +549,75 @@ async def offline_submit(
     except BaseException:
         await store.release_run(run_id, owner)
         raise
+
+
+async def ended_run(workflow: Workflow, store: DurableStore, run_id: str) -> DurableRun:
+    """A run that has ended, read back from its rows (nothing runs): its final state, its
+    stream closed by its terminal event, and its outcome.
+
+    ``send_event(run_id, ..., client_event_id=...)`` repeated after the first submission
+    ended the run gets this, so a client retrying its submission sees the run's result
+    instead of ``RunFinishedError``.
+    """
+    from riverbed.context import Context
+
+    record = await store.get_run(run_id)
+    if record.workflow != workflow.workflow_name:
+        raise wrong_workflow(run_id, record.workflow, workflow)
+    ctx: Context[Any] = Context(workflow)
+    store_arg: Any = store
+    run = DurableRun(
+        workflow,
+        ctx,
+        run_id=run_id,
+        store=store_arg,
+        clock=workflow._clock,
+        timeout=None,
+        verbose=False,
+    )
+    run.setup_durable(store)
+    ctx._begin(run)
+    codec = run.codec
+    state_store = ctx._state_store
+    state_store.before_write = None  # an ended run's state is plain data
+    state_store.check = None
+    state_store._state = codec.load_state(
+        state_store.state_type, (await store.read_state(run_id))[0]
+    )
+    for streamed in await store.read_stream(run_id, 0, 1_000_000):
+        run.stream.write(codec.load(streamed.type_key, streamed.payload))
+    run._booting = False
+    run.done = True
+    run.status = record.status
+    if record.status is RunStatus.COMPLETED:
+        # The StopEvent is the last event the completing commit produced.
+        stop = next(
+            (
+                event
+                for event in (
+                    codec.load(e.type_key, e.payload)
+                    for e in reversed(await store.read_events(run_id))
+                )
+                if isinstance(event, StopEvent)
+            ),
+            StopEvent(),
+        )
+        run.stream.close(stop)
+        run.result.set_result(stop if type(stop)._returns_instance else stop.result)
+        return run
+    type_name, _, message = (record.error or f"{record.status.value}: ").partition(": ")
+    error: Exception
+    terminal: StopEvent
+    if record.status is RunStatus.CANCELLED:
+        error, terminal = WorkflowCancelledByUser(message), WorkflowCancelledEvent()
+    elif record.status is RunStatus.TIMED_OUT:
+        error, terminal = WorkflowTimeoutError(message), WorkflowTimedOutEvent()
+    else:
+        error = RecordedError(type_name, message)
+        terminal = WorkflowFailedEvent(exception=error)
+    run.stream.close(terminal)
+    run.result.set_exception(error)
+    return run
 
 
 def wrong_workflow(run_id: str, stored: str, workflow: Workflow) -> WorkflowRuntimeError:

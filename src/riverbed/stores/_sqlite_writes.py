@@ -12,6 +12,7 @@ import os
 import socket
 import sqlite3
 
+from riverbed._engine import crashpoints
 from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOwnedError
 from riverbed.stores._sqlite_reads import not_found, read_snapshot, read_waiters, run_status
 from riverbed.stores.base import RunRecord, RunStatus
@@ -270,6 +271,9 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
             " AND event_seq = ?",
             [(run_id, *item) for item in c.collect_remove],
         )
+    # Crash tests: die with every effect written but the transaction not yet committed;
+    # SQLite must then roll all of it back (the attempt runs again after a restart).
+    crashpoints.hit("in_commit")
     return commit_seq
 
 

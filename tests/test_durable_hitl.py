@@ -1,0 +1,315 @@
+"""Human input across processes, on SQLite (docs/durability.md, "Human input").
+
+Process A (a child, ``tests/crash/hitl.py``) starts a durable run that asks for input and
+exits (or is killed) while the run waits; process B (this test process, with a fresh
+workflow object and nothing in memory) answers with ``workflow.send_event(run_id, ...)``;
+the run completes there. A repeated answer with the same ``client_event_id`` is applied
+once.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from riverbed import (
+    HumanResponseEvent,
+    InputRequiredEvent,
+    StartEvent,
+    StopEvent,
+    Workflow,
+    WorkflowFailedEvent,
+    step,
+)
+from riverbed.errors import RunExistsError, RunFinishedError
+from riverbed.serialization import RecordedError
+from riverbed.stores.base import RunStatus
+from riverbed.testing import crashpoints_env
+
+ROOT = Path(__file__).resolve().parents[1]
+HITL_MODULE = "tests.crash.hitl"
+CHILD_TIMEOUT = 60.0
+
+
+def _load(name: str) -> ModuleType:
+    # The child runs ``python -m tests.crash.hitl``; load the same file under the same
+    # name, so both processes store and read the events under the same type keys.
+    spec = importlib.util.spec_from_file_location(name, ROOT / (name.replace(".", "/") + ".py"))
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+hitl = sys.modules.get(HITL_MODULE) or _load(HITL_MODULE)
+
+
+def child(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m tests.crash.hitl ARGS`` to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", HITL_MODULE, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT,
+    )
+
+
+@pytest.fixture
+def held() -> Iterator[list[subprocess.Popen[str]]]:
+    """Children that hold a waiting run; killed (and reaped) at the end at the latest."""
+    children: list[subprocess.Popen[str]] = []
+    yield children
+    for proc in children:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # reaps it and closes its pipes
+
+
+def hold(held: list[subprocess.Popen[str]], *args: str) -> subprocess.Popen[str]:
+    """Start a child that prints WAITING once its run waits for the answer, then sleeps."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", HITL_MODULE, *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    held.append(proc)
+    assert proc.stdout is not None
+    line = proc.stdout.readline()  # blocks until WAITING, or EOF if the child died
+    if line.strip() != "WAITING":
+        proc.kill()
+        _, err = proc.communicate(timeout=CHILD_TIMEOUT)
+        pytest.fail(f"the child did not get to wait: {line!r}\n{err}")
+    return proc
+
+
+def kill(proc: subprocess.Popen[str]) -> None:
+    """SIGKILL a holding child and reap it (a reaped pid is free: its runs are taken over
+    at once)."""
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=CHILD_TIMEOUT)
+    assert proc.returncode == -signal.SIGKILL
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+def answers_in_journal(db: Path, run_id: str) -> list[tuple[Any, ...]]:
+    return rows(
+        db,
+        "SELECT seq, client_event_id FROM events WHERE run_id = ? AND type_key = ?",
+        run_id,
+        "riverbed.events.HumanResponseEvent",
+    )
+
+
+def run_state(db: Path, run_id: str) -> dict[str, Any]:
+    state: dict[str, Any] = json.loads(
+        rows(db, "SELECT state FROM runs WHERE run_id = ?", run_id)[0][0]
+    )
+    return state
+
+
+async def test_event_pair_answered_from_another_process(tmp_path: Path) -> None:
+    db = tmp_path / "hitl.db"
+    run_id = "pair-1"
+    first = child("start-pair", str(db), run_id)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "WAITING"
+
+    # Process A is gone; the run waits in the file: running, no work left, the question
+    # committed to the durable stream.
+    assert rows(db, "SELECT status FROM runs") == [("running",)]
+    assert rows(db, "SELECT step, status, attempts FROM deliveries") == [("ask", "done", 1)]
+    stream = rows(db, "SELECT seq, type_key FROM stream WHERE run_id = ?", run_id)
+    assert stream == [(1, "riverbed.events.InputRequiredEvent")]
+    assert run_state(db, run_id) == {"topic": "rivers", "asked": 1}
+
+    # Process B: nothing of the run in memory.
+    wf = hitl.PairFlow(store=hitl.url(db))
+    answer = HumanResponseEvent(response="a delta")
+    handler = await wf.send_event(run_id, answer, client_event_id="answer-1")
+    # The same answer again while the run goes on here: applied once.
+    again = await wf.send_event(run_id, answer, client_event_id="answer-1")
+    assert again.run_id == run_id
+    assert await handler == "rivers: a delta"
+    assert await again == "rivers: a delta"
+    await wf.store.close()
+
+    # And once more from yet another process, after the run completed: nothing changes.
+    late = hitl.PairFlow(store=hitl.url(db))
+    repeated = await late.send_event(run_id, answer, client_event_id="answer-1")
+    assert await repeated == "rivers: a delta"
+    await late.store.close()
+
+    assert answers_in_journal(db, run_id) == [(3, "answer-1")]
+    assert run_state(db, run_id) == {"topic": "rivers", "asked": 1, "answers": ["a delta"]}
+    assert rows(db, "SELECT step, attempt FROM commits ORDER BY commit_seq") == [
+        ("ask", 1),
+        ("answer", 1),
+    ]
+    assert rows(db, "SELECT status FROM runs") == [("completed",)]
+
+
+async def test_wait_for_event_across_restarts(
+    tmp_path: Path, held: list[subprocess.Popen[str]]
+) -> None:
+    db = tmp_path / "wait.db"
+    side = tmp_path / "before-the-wait.txt"
+    run_id = "wait-1"
+
+    # A starts the run; its step runs the code before the wait and waits. A exits.
+    first = child("start-wait", str(db), run_id, str(side), "exit")
+    assert first.returncode == 0, first.stderr
+    waiter = rows(db, "SELECT waiter_id, step, resolved_seq FROM waiters")
+    assert waiter == [(f"{run_id}:1:ask:wait0", "ask", None)]  # stable id, no answer yet
+    assert rows(db, "SELECT status, attempts FROM deliveries") == [("running", 1)]
+
+    # A2 resumes it without an answer: the step runs again from the top and waits under
+    # the same waiter id. A2 is killed while waiting.
+    second = hold(held, "resume-wait", str(db), run_id)
+    kill(second)
+    assert rows(db, "SELECT count(*) FROM waiters") == [(1,)]
+    assert rows(db, "SELECT status, attempts FROM deliveries") == [("running", 2)]
+
+    # B answers. The answer is committed and resolves the recorded waiter; the step runs
+    # once more here and its wait returns the recorded answer at once.
+    wf = hitl.WaitFlow(store=hitl.url(db))
+    answer = HumanResponseEvent(response="upstream")
+    handler = await wf.send_event(run_id, answer, client_event_id="answer-1")
+    assert await handler == "rivers: upstream"
+    await wf.store.close()
+
+    late = hitl.WaitFlow(store=hitl.url(db))
+    repeated = await late.send_event(run_id, answer, client_event_id="answer-1")
+    assert await repeated == "rivers: upstream"
+    await late.store.close()
+
+    # The code before the wait ran once in each process that executed the step.
+    pids = side.read_text().split()
+    assert len(pids) == 3
+    assert len(set(pids)) == 3  # A, A2 and this process
+    assert pids[-1] == str(os.getpid())
+    [(answer_seq, client_id)] = answers_in_journal(db, run_id)
+    assert client_id == "answer-1"
+    assert rows(db, "SELECT resolved_seq FROM waiters") == [(answer_seq,)]
+    assert run_state(db, run_id) == {"answers": ["upstream"]}
+    assert rows(db, "SELECT step, attempt FROM commits") == [("ask", 3)]
+    assert rows(db, "SELECT status FROM runs") == [("completed",)]
+
+
+async def test_a_recorded_answer_survives_the_answering_process(
+    tmp_path: Path, held: list[subprocess.Popen[str]]
+) -> None:
+    """B commits the answer and dies before the step finishes; C resumes and the step's
+    wait returns the recorded answer at once."""
+    db = tmp_path / "answered.db"
+    side = tmp_path / "before-the-wait.txt"
+    run_id = "wait-2"
+    first = hold(held, "start-wait", str(db), run_id, str(side))
+    kill(first)
+
+    # B: the answer commits; B dies as soon as it claims the step again.
+    dying = {**os.environ, **crashpoints_env(after_claim=1.0)}
+    answering = child("answer", str(db), run_id, "downstream", env=dying)
+    assert answering.returncode == -signal.SIGKILL, answering.stderr
+    [(answer_seq, _)] = answers_in_journal(db, run_id)
+    assert rows(db, "SELECT resolved_seq FROM waiters") == [(answer_seq,)]
+    assert rows(db, "SELECT status FROM runs") == [("running",)]
+
+    # C: a plain resume finishes the run with the recorded answer (no send_event).
+    wf = hitl.WaitFlow(store=hitl.url(db))
+    await wf.open_store()
+    records = await wf.store.list_runs(status=RunStatus.RUNNING)
+    assert [r.run_id for r in records] == [run_id]
+    handler = await wf.resume(run_id)
+    events = [ev async for ev in handler.stream_events()]
+    assert await handler == "rivers: downstream"
+    # Answered before the step ran here: it did not ask again.
+    assert not any(isinstance(ev, InputRequiredEvent) for ev in events)
+    await wf.store.close()
+    assert len(side.read_text().split()) == 2  # A, then C (B died before the body)
+    assert run_state(db, run_id) == {"answers": ["downstream"]}
+    assert rows(db, "SELECT step, attempt FROM commits") == [("ask", 3)]
+
+
+class AnswerFails(Workflow):
+    @step
+    async def ask(self, ev: StartEvent) -> InputRequiredEvent:
+        return InputRequiredEvent(prefix="name?")
+
+    @step
+    async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+        raise ValueError(f"cannot use {ev.response!r}")
+
+
+async def test_a_repeated_answer_to_a_run_it_ended_gets_the_outcome(tmp_path: Path) -> None:
+    """The retry of a submission that ended the run gets the run's outcome, read from the
+    rows; a new event to an ended run is still refused."""
+    url = f"sqlite:///{tmp_path / 'ended.db'}"
+    first = AnswerFails(store=url)
+    await hitl.until_asked(first.run(run_id="f-1"))
+    await first.store.close()  # the asking process is gone
+
+    answer = HumanResponseEvent(response="x")
+    second = AnswerFails(store=url)
+    handler = await second.send_event("f-1", answer, client_event_id="c-1")
+    with pytest.raises(ValueError, match="cannot use 'x'"):
+        await handler
+    await second.store.close()
+
+    third = AnswerFails(store=url)
+    again = await third.send_event("f-1", answer, client_event_id="c-1")
+    assert again.done()
+    assert again.status is RunStatus.FAILED
+    with pytest.raises(RecordedError, match="ValueError: cannot use 'x'"):
+        await again
+    assert isinstance(again.get_stop_event(), WorkflowFailedEvent)
+    for client_event_id in ("c-2", None):
+        with pytest.raises(RunFinishedError):
+            await third.send_event("f-1", answer, client_event_id=client_event_id)
+    await third.store.close()
+    assert len(answers_in_journal(tmp_path / "ended.db", "f-1")) == 1
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_run_live_here_stays_the_one_run(tmp_path: Path) -> None:
+    """Regression: ``run(run_id=...)`` with the id of a run live in this process raised
+    RunExistsError and also made the workflow forget the live run, so ``send_event``
+    continued a second copy of it and the first handler never ended; ``resume`` of a live
+    run started a second copy too."""
+    wf = hitl.PairFlow(store=hitl.url(tmp_path / "live.db"))
+    handler = wf.run(run_id="p-1", start_event=hitl.Ask(topic="deltas"))
+    await hitl.until_asked(handler)
+    with pytest.raises(RunExistsError):
+        await wf.run(run_id="p-1", start_event=hitl.Ask(topic="deltas"))
+    resumed = await wf.resume("p-1")
+    answered = await wf.send_event("p-1", HumanResponseEvent(response="wide"))
+    assert await handler == "deltas: wide"
+    assert await resumed == await answered == "deltas: wide"
+    await wf.store.close()
+    assert rows(tmp_path / "live.db", "SELECT step, attempt FROM commits") == [
+        ("ask", 1),
+        ("answer", 1),
+    ]
