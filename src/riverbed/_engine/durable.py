@@ -29,6 +29,7 @@ from riverbed._engine.collect import CollectBuffer
 from riverbed._engine.run import Run, StepRuntime
 from riverbed.errors import (
     FencedError,
+    RunOwnedError,
     StoreError,
     WorkflowCancelledByUser,
     WorkflowRuntimeError,
@@ -116,6 +117,7 @@ class DurableRun(Run):
                 time.time() + self.timeout if self.timeout is not None else None,
             )
             self._owns_row = True
+            self._start_heartbeat()
             self._start_timeout(self.timeout)
             self._booting = False
             self.route(start_event, seq=seq)
@@ -125,6 +127,35 @@ class DurableRun(Run):
             self._booting = False
         self._check_idle()
 
+    def _start_heartbeat(self) -> None:
+        # While this process runs the run (waiting for input included), it renews its
+        # ownership, so no other process takes the run over while this one is alive.
+        self._track(self.loop.create_task(self._heartbeat()))
+
+    async def _heartbeat(self) -> None:
+        lease = float(getattr(self.durable_store, "lease_seconds", 30.0))
+        beat = getattr(self.durable_store, "heartbeat", None)
+        if beat is None:
+            return
+        while not self.done:
+            await asyncio.sleep(lease / 3)  # real time: leases are about wall-clock liveness
+            if self.done:
+                return
+            try:
+                await beat(self.run_id, owner_id())
+            except RunOwnedError:
+                # Another process took the run over (this one was paused too long): stop
+                # executing it here without recording anything; the new owner goes on.
+                logger.warning(
+                    "riverbed: run %s was taken over by another process; stopping it here",
+                    self.run_id,
+                )
+                self._owns_row = False
+                await self.cancel()
+                return
+            except StoreError as exc:
+                logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+
     def _start_timeout(self, seconds: float | None) -> None:
         if seconds is not None:
             self._timeout_handle = self.clock.call_later(max(0.0, seconds), self._on_timeout)
@@ -133,6 +164,7 @@ class DurableRun(Run):
         """Continue a run from its rows: state, held collect events, pending deliveries."""
         codec = self.codec
         self._owns_row = True  # the caller acquired the run for this process
+        self._start_heartbeat()
         state_store = self.ctx._state_store
         state_store._state = codec.load_state(state_store.state_type, snap.state)
         self._seq = snap.next_seq - 1
