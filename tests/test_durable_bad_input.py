@@ -450,7 +450,12 @@ async def run_with_a_class_that_goes_away(made: list[Workflow], path: Path) -> t
     handler = workflow.run()
     await until_asked(handler)
     await workflow.store.close()
-    handler.ctx._run.stream.events.clear()  # type: ignore[union-attr]  # drop the instance
+    run = handler.ctx._run
+    assert run is not None
+    run.stream.events.clear()  # drop the instance
+    for task in list(run._tasks):  # as if the process had exited: its heartbeat is gone
+        task.cancel()
+    await asyncio.sleep(0)
     return handler.run_id, f"{Gone.__module__}.{Gone.__qualname__}"
 
 

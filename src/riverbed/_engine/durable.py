@@ -21,6 +21,7 @@ import os
 import socket
 import time
 import uuid
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from riverbed._engine import crashpoints
@@ -130,31 +131,32 @@ class DurableRun(Run):
     def _start_heartbeat(self) -> None:
         # While this process runs the run (waiting for input included), it renews its
         # ownership, so no other process takes the run over while this one is alive.
-        self._track(self.loop.create_task(self._heartbeat()))
+        # The task holds the run only weakly between beats: a run nobody refers to any more
+        # (its process forgot it) is not kept alive by its own heartbeat.
+        self._track(self.loop.create_task(_heartbeat(weakref.ref(self))))
 
-    async def _heartbeat(self) -> None:
-        lease = float(getattr(self.durable_store, "lease_seconds", 30.0))
+    async def _beat_once(self) -> bool:
+        """Renew ownership; False once the run is over or was taken over."""
+        if self.done:
+            return False
         beat = getattr(self.durable_store, "heartbeat", None)
         if beat is None:
-            return
-        while not self.done:
-            await asyncio.sleep(lease / 3)  # real time: leases are about wall-clock liveness
-            if self.done:
-                return
-            try:
-                await beat(self.run_id, owner_id())
-            except RunOwnedError:
-                # Another process took the run over (this one was paused too long): stop
-                # executing it here without recording anything; the new owner goes on.
-                logger.warning(
-                    "riverbed: run %s was taken over by another process; stopping it here",
-                    self.run_id,
-                )
-                self._owns_row = False
-                await self.cancel()
-                return
-            except StoreError as exc:
-                logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+            return False
+        try:
+            await beat(self.run_id, owner_id())
+        except RunOwnedError:
+            # Another process took the run over (this one was paused too long): stop
+            # executing it here without recording anything; the new owner goes on.
+            logger.warning(
+                "riverbed: run %s was taken over by another process; stopping it here",
+                self.run_id,
+            )
+            self._owns_row = False
+            await self.cancel()
+            return False
+        except StoreError as exc:
+            logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+        return True
 
     def _start_timeout(self, seconds: float | None) -> None:
         if seconds is not None:
@@ -539,6 +541,20 @@ def _json(value: Any) -> str | None:
         return json.dumps(value)
     except (TypeError, ValueError):
         return json.dumps(repr(value))
+
+
+async def _heartbeat(ref: weakref.ReferenceType[DurableRun]) -> None:
+    run = ref()
+    if run is None:
+        return
+    lease = float(getattr(run.durable_store, "lease_seconds", 30.0))
+    del run
+    while True:
+        await asyncio.sleep(lease / 3)  # real time: leases are about wall-clock liveness
+        run = ref()
+        if run is None or not await run._beat_once():
+            return
+        del run
 
 
 async def offline_submit(
