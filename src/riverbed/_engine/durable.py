@@ -82,6 +82,8 @@ class DurableRun(Run):
         self.plain_stream = False
         self._writer = asyncio.Lock()
         self._finished_by_commit = False
+        #: (event seq, step) -> claim token of deliveries our own commits claimed for us
+        self._preclaimed: dict[tuple[int, str], str] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
         #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
         #: and that failure must not end (or release) the existing run it collided with.
@@ -205,6 +207,12 @@ class DurableRun(Run):
     # -- attempts ------------------------------------------------------------------------
     async def _begin_attempt(self, attempt: Attempt) -> bool:
         delivery = attempt.delivery
+        token = self._preclaimed.pop((delivery.seq, attempt.rt.spec.name), None)
+        if token is not None and delivery.attempts == 1:
+            # Claimed for us in the commit that produced it: no claim transaction.
+            attempt.token = token
+            crashpoints.hit("after_claim")
+            return True
         attempt.token = uuid.uuid4().hex
         crashpoints.hit("before_claim")
         try:
@@ -275,16 +283,18 @@ class DurableRun(Run):
     ) -> None:
         delivery = attempt.delivery
         targets = self._pending_targets(attempt)
+        new_claims: list[tuple[tuple[int, str], str]] = []
         produced: list[ProducedRow] = []
         stop: StopEvent | None = None
         for seq, event in attempt.produced:
             target, lineage = targets.get(seq, (None, delivery.lineage))
             key, payload = self.codec.dump(event)
+            names = self._target_names(event, target)
+            claims = tuple(uuid.uuid4().hex for _ in names)
+            new_claims.extend(((seq, n), t) for n, t in zip(names, claims, strict=True))
             produced.append(
                 ProducedRow(
-                    EventRow(seq, key, payload, attempt.rt.spec.name),
-                    self._target_names(event, target),
-                    lineage,
+                    EventRow(seq, key, payload, attempt.rt.spec.name), names, lineage, claims
                 )
             )
             if isinstance(event, StopEvent) and stop is None:
@@ -317,6 +327,7 @@ class DurableRun(Run):
             collect_add=self._collect_rows(attempt, "add"),
             collect_remove=self._collect_rows(attempt, "take"),
             next_seq=self._seq + 1,
+            lease_seconds=float(getattr(self.durable_store, "lease_seconds", 30.0)),
             status=status,
             result=result_json,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -335,6 +346,7 @@ class DurableRun(Run):
             self._release_writer(attempt, restore=True)
             return
         crashpoints.hit("after_commit")
+        self._preclaimed.update(new_claims)
         self._release_writer(attempt, restore=False)
         for event in attempt.stream:
             super().write_stream(event, None)

@@ -44,11 +44,26 @@ def _insert_deliveries(
     targets: tuple[str, ...],
     lineage: int,
     now: float,
+    claims: tuple[str, ...] = (),
+    lease_until: float = 0.0,
 ) -> None:
+    if not any(claims):
+        conn.executemany(
+            "INSERT INTO deliveries (run_id, event_seq, step, visible_at, lineage)"
+            " VALUES (?, ?, ?, ?, ?)",
+            [(run_id, seq, step, now, lineage) for step in targets],
+        )
+        return
+    # Claimed by the committing owner for itself: running, attempt 1, its token, a lease.
     conn.executemany(
-        "INSERT INTO deliveries (run_id, event_seq, step, visible_at, lineage)"
-        " VALUES (?, ?, ?, ?, ?)",
-        [(run_id, seq, step, now, lineage) for step in targets],
+        "INSERT INTO deliveries (run_id, event_seq, step, visible_at, lineage, status,"
+        " attempts, claim_token) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            (run_id, seq, step, lease_until, lineage, "running", 1, token)
+            if token
+            else (run_id, seq, step, now, lineage, "pending", 0, None)
+            for step, token in zip(targets, claims, strict=True)
+        ],
     )
 
 
@@ -250,7 +265,14 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
     for produced in c.produced:
         _insert_event(conn, run_id, produced.event, now)
         _insert_deliveries(
-            conn, run_id, produced.event.seq, produced.targets, produced.lineage, now
+            conn,
+            run_id,
+            produced.event.seq,
+            produced.targets,
+            produced.lineage,
+            now,
+            produced.claims,
+            now + c.lease_seconds,
         )
     # executemany prepares its statement even for no rows; most commits have none.
     if c.stream:

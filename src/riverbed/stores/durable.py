@@ -50,6 +50,10 @@ class ProducedRow:
     event: EventRow
     targets: tuple[str, ...]
     lineage: int = 0
+    #: claim tokens, one per target ("" = not claimed): the committing process claims the
+    #: deliveries it will run itself in the same transaction (attempt 1), which saves a
+    #: claim transaction per step (the "local fast path")
+    claims: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -112,6 +116,8 @@ class CommitRow:
     collect_remove: tuple[tuple[str, str, int], ...] = ()
     #: the run's next free event sequence number after this commit
     next_seq: int = 0
+    #: how long pre-claimed deliveries (ProducedRow.claims) stay claimed without a commit
+    lease_seconds: float = 30.0
     #: set when this commit ends the run
     status: RunStatus | None = None
     result: str | None = None
