@@ -530,10 +530,11 @@ class DurableRun(Run):
         if not self._owns_row:
             return  # e.g. RunExistsError: the row belongs to another run (or process)
         try:
+            # Ending a run also releases it (owner cleared in the same transaction), so a
+            # run that ended in its last step's commit needs no further write at all.
             if not self._finished_by_commit:
                 message = None if error is None else f"{type(error).__name__}: {error}"
                 await store.finish_run(self.run_id, status, _json(value), message)
-            await store.release_run(self.run_id, owner_id())
         except StoreError as exc:
             # The caller already gets the run's outcome. Raising here escaped from a worker
             # task ("Task exception was never retrieved"); the row simply stays unfinished

@@ -252,7 +252,8 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
         )
     if c.status is not None:
         conn.execute(
-            "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ? WHERE run_id = ?",
+            "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ?, owner = NULL"
+            " WHERE run_id = ?",
             (c.status.value, c.result, c.error, now, run_id),
         )
     commit_seq, stream_base = int(row[0]), int(row[1])
@@ -349,8 +350,8 @@ def finish_run(
     run_status(conn, run_id)
     # A run finishes once: a late timeout or cancel does not overwrite the real outcome.
     conn.execute(
-        "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?"
-        " WHERE run_id = ? AND status = 'running'",
+        "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ?, updated_at = ?,"
+        " owner = NULL WHERE run_id = ? AND status = 'running'",
         (status.value, result, error, now, now, run_id),
     )
 

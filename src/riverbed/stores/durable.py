@@ -214,7 +214,8 @@ class DurableStore(Protocol):
     async def finish_run(
         self, run_id: str, status: RunStatus, result: str | None, error: str | None
     ) -> None:
-        """Mark the run terminal outside a step commit (timeout, cancel, failure)."""
+        """Mark the run terminal outside a step commit (timeout, cancel, failure) and
+        release its owner; a commit with a ``status`` does both too."""
         ...
 
     async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
