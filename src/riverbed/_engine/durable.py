@@ -93,42 +93,21 @@ class DurableRun(Run):
         state_store.check = self._check_storable
 
     # -- starting and resuming -----------------------------------------------------------
-    async def _boot(self, start_event: Event) -> None:
-        try:
-            await self.workflow.open_store()
-            semaphore = self.workflow._run_semaphore()
-            if semaphore is not None:
-                await semaphore.acquire()
-                self._holds_slot = True
-            seq = self._next_seq()
-            key, payload = self.codec.dump(start_event)
-            state = self.ctx._state_store._state
-            record = RunRecord(
-                run_id=self.run_id,
-                workflow=self.workflow.workflow_name,
-                status=RunStatus.RUNNING,
-                started_at=time.time(),
-                parent_run_id=self.parent.run.run_id if self.parent else None,
-            )
-            await self.durable_store.create_run(
-                record,
-                EventRow(seq, key, payload),
-                self._target_names(start_event, None),
-                self.codec.dump_state(state),
-                type_key(type(state)),
-                owner_id(),
-                time.time() + self.timeout if self.timeout is not None else None,
-            )
-            self._owns_row = True
-            self._start_heartbeat()
-            self._start_timeout(self.timeout)
-            self._booting = False
-            self.route(start_event, seq=seq)
-        except Exception as exc:
-            await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=exc), error=exc)
-        finally:
-            self._booting = False
-        self._check_idle()
+    async def _record_start(self, record: RunRecord, start_event: Event, seq: int) -> None:
+        await self.workflow.open_store()
+        key, payload = self.codec.dump(start_event)
+        state = self.ctx._state_store._state
+        await self.durable_store.create_run(
+            record,
+            EventRow(seq, key, payload),
+            self._target_names(start_event, None),
+            self.codec.dump_state(state),
+            type_key(type(state)),
+            owner_id(),
+            time.time() + self.timeout if self.timeout is not None else None,
+        )
+        self._owns_row = True
+        self._start_heartbeat()
 
     def _start_heartbeat(self) -> None:
         # While this process runs the run (waiting for input included), it renews its

@@ -185,7 +185,7 @@ class Run:
                 started_at=time.time(),
                 parent_run_id=self.parent.run.run_id if self.parent else None,
             )
-            await self.store.run_started(record, start_event, seq)
+            await self._record_start(record, start_event, seq)
             if self.timeout is not None:
                 self._timeout_handle = self.clock.call_later(self.timeout, self._on_timeout)
             self._booting = False
@@ -195,6 +195,10 @@ class Run:
         finally:
             self._booting = False
         self._check_idle()
+
+    async def _record_start(self, record: RunRecord, start_event: Event, seq: int) -> None:
+        """Tell the store the run starts (a durable run creates its rows here)."""
+        await self.store.run_started(record, start_event, seq)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
