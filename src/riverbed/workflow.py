@@ -14,7 +14,12 @@ from riverbed._engine.clock import Clock, SystemClock
 from riverbed._engine.durable import DurableRun, wrong_workflow
 from riverbed._engine.run import Run
 from riverbed.context import Context
-from riverbed.errors import RunFinishedError, WorkflowRuntimeError, WorkflowValidationError
+from riverbed.errors import (
+    RunFinishedError,
+    RunOwnedError,
+    WorkflowRuntimeError,
+    WorkflowValidationError,
+)
 from riverbed.events import Event, StartEvent, StopEvent
 from riverbed.handler import WorkflowHandler
 from riverbed.resource import ResourceManager, validate_resources
@@ -366,10 +371,12 @@ class Workflow:
         *,
         step: str | None = None,
         client_event_id: str | None = None,
-    ) -> WorkflowHandler:
+    ) -> WorkflowHandler | None:
         """Deliver ``event`` (e.g. a human's answer) to a run by id, from any process, and
         continue the run here if no process is running it. With ``client_event_id`` a
-        repeated submission is applied once. Returns the run's handler."""
+        repeated submission is applied once. Returns the run's handler, or None when
+        another live process runs the run: the event is committed and that process picks
+        it up (within a fraction of a second) and continues the run."""
         live = self._live.get(run_id)
         if live is not None and not live.done:
             handler = WorkflowHandler(live)
@@ -381,6 +388,11 @@ class Workflow:
         await self.open_store()
         try:
             snapshot = await offline_submit(self, store, run_id, event, step, client_event_id)
+        except RunOwnedError:
+            from riverbed._engine.durable import handoff_submit
+
+            await handoff_submit(self, store, run_id, event, step, client_event_id)
+            return None
         except RunFinishedError:
             # A retried submission whose first try was applied (and maybe ended the run)
             # is answered with the ended run, as the store's dedup answers it; only a new

@@ -8,6 +8,9 @@ Run from the project root as ``python -m tests.crash.hitl MODE DBPATH RUN_ID [AR
 - ``start-wait`` starts a :class:`WaitFlow` run (ARG: the side-effect file) and does the
   same; ``resume-wait`` resumes it; both then ``hold``: they print ``WAITING`` and sleep
   until the test kills them, unless ARG after the file is ``exit``;
+- ``start-pair-live`` starts a :class:`PairFlow` run, prints ``WAITING`` once it asks, keeps
+  the run (and its process) alive until the answer comes through the store, and prints the
+  result;
 - ``answer`` sends ``HumanResponseEvent(response=ARG)`` with ``client_event_id="answer-1"``
   to a :class:`WaitFlow` run, then waits for the result and prints it.
 
@@ -103,6 +106,15 @@ async def hold_or_exit(wf: Workflow, then: str) -> int:
 
 
 async def main(mode: str, db_path: str, run_id: str, *args: str) -> int:
+    if mode == "start-pair-live":
+        # Stays alive holding the run; another process answers it through the store.
+        pair = PairFlow(store=url(db_path))
+        handler = pair.run(run_id=run_id, start_event=Ask(topic="rivers"))
+        await until_asked(handler)
+        print("WAITING", flush=True)
+        print(await handler, flush=True)
+        await pair.store.close()
+        return 0
     if mode == "start-pair":
         pair = PairFlow(store=url(db_path))
         await until_asked(pair.run(run_id=run_id, start_event=Ask(topic="rivers")))

@@ -57,6 +57,9 @@ __all__ = ["DurableRun", "owner_id", "registry_for"]
 
 logger = logging.getLogger("riverbed")
 
+#: how often a run waiting for input looks for answers committed by other processes
+_POLL_SECONDS = 0.2
+
 _OWNER = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
@@ -82,6 +85,7 @@ class DurableRun(Run):
         self.plain_stream = False
         self._writer = asyncio.Lock()
         self._finished_by_commit = False
+        self._polling = False
         #: (event seq, step) -> claim token of deliveries our own commits claimed for us
         self._preclaimed: dict[tuple[int, str], str] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
@@ -137,6 +141,34 @@ class DurableRun(Run):
             return False
         except StoreError as exc:
             logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+        return True
+
+    def _check_idle(self) -> None:
+        # A run waiting for input may be answered through another process, which commits
+        # the answer to the store (handoff_submit); watch for it while we wait.
+        if self.waiting_for_input and not self.done and self._owns_row and not self._polling:
+            self._polling = True
+            # Held weakly, like the heartbeat: a forgotten run is not kept alive by it.
+            self._track(self.loop.create_task(_poll_outside(weakref.ref(self))))
+        super()._check_idle()
+
+    async def _take_outside_events(self) -> bool:
+        """Route events other processes committed; False once there is no need to look."""
+        if self.done or not self.waiting_for_input:
+            return False
+        try:
+            rows = await self.durable_store.read_events(self.run_id)
+        except StoreError as exc:
+            logger.warning("riverbed: run %s stopped watching for answers: %s", self.run_id, exc)
+            return False
+        for row in rows:
+            if row.seq <= self._seq or row.source_step is not None:
+                continue
+            self._seq = row.seq
+            try:
+                super().route(self.codec.load(row.type_key, row.payload), seq=row.seq)
+            except WorkflowRuntimeError as exc:
+                logger.warning("riverbed: run %s: %s", self.run_id, exc)
         return True
 
     def _start_timeout(self, seconds: float | None) -> None:
@@ -535,6 +567,22 @@ def _json(value: Any) -> str | None:
         return json.dumps(repr(value))
 
 
+async def _poll_outside(ref: weakref.ReferenceType[DurableRun]) -> None:
+    try:
+        while True:
+            await asyncio.sleep(_POLL_SECONDS)  # real time: a human is on the other side
+            run = ref()
+            if run is None or not await run._take_outside_events():
+                return
+            del run
+    finally:
+        # No strong reference may stay in this frame: a cancelled task keeps its traceback.
+        owner = ref()
+        if owner is not None:
+            owner._polling = False
+        del owner
+
+
 async def _heartbeat(ref: weakref.ReferenceType[DurableRun]) -> None:
     run = ref()
     if run is None:
@@ -547,6 +595,22 @@ async def _heartbeat(ref: weakref.ReferenceType[DurableRun]) -> None:
         if run is None or not await run._beat_once():
             return
         del run
+
+
+async def handoff_submit(
+    workflow: Workflow,
+    store: DurableStore,
+    run_id: str,
+    event: Event,
+    step: str | None,
+    client_event_id: str | None,
+) -> None:
+    """Commit an outside event to a run another live process owns. That process polls for
+    such events while it waits for input, and routes them (see DurableRun._poll_outside)."""
+    codec = EventCodec(registry_for(workflow))
+    key, payload = codec.dump(event)
+    targets = (step,) if step is not None else workflow._route(type(event))
+    await store.submit_event(run_id, EventRow(0, key, payload, None, client_event_id), targets, ())
 
 
 async def offline_submit(
