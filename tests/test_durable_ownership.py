@@ -45,3 +45,39 @@ async def test_a_live_owner_keeps_its_run_past_the_lease(tmp_path: Path) -> None
 
     await handler.send_event(HumanResponseEvent(response="yes"))
     assert await handler == "yes"
+
+
+class WaitBriefly(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        from riverbed import WaitForEventTimeoutError
+
+        try:
+            await ctx.wait_for_event(
+                HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="?"), timeout=2.0
+            )
+        except WaitForEventTimeoutError as exc:
+            return StopEvent(result=str(exc))
+        return StopEvent(result="answered")
+
+
+async def test_a_resumed_wait_keeps_the_time_that_was_left(tmp_path: Path) -> None:
+    import re
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = WaitBriefly(store=url)
+    handler = first.run(run_id="w")
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break
+    run = handler.ctx._run
+    assert run is not None
+    for task in list(run._tasks):  # the process "dies" while the step waits
+        task.cancel()
+    first._live.clear()
+    await asyncio.sleep(0.8)
+
+    resumed = await WaitBriefly(store=url).resume("w")
+    message = await resumed
+    waited = float(re.search(r"waited ([0-9.]+) seconds", message).group(1))  # type: ignore[union-attr]
+    assert waited < 1.5  # the 2 s wait went on with what was left, not from zero

@@ -51,6 +51,10 @@ class WallClock:
         return self.now
 
 
+#: the newest schema version this riverbed ships
+LATEST = max(version for version, _, _ in _sqlite_conn.load_migrations())
+
+
 def ev(
     seq: int,
     type_key: str = "t.Ev",
@@ -113,9 +117,10 @@ def test_implements_every_durable_store_method() -> None:
 async def test_open_creates_a_wal_file_with_the_schema(store: SqliteStore, db_path: Path) -> None:
     conn = raw(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
     assert conn.execute("SELECT version, name FROM riverbed_migrations").fetchall() == [
-        (1, "0001_initial.sql")
+        (1, "0001_initial.sql"),
+        (2, "0002_waiter_timeouts.sql"),
     ]
     conn.close()
 
@@ -554,7 +559,7 @@ async def test_migrations_are_applied_once(db_path: Path) -> None:
     async with SqliteStore(db_path):
         pass
     assert conn.execute("SELECT version, applied_at FROM riverbed_migrations").fetchall() == first
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
     conn.close()
 
 
@@ -565,14 +570,14 @@ async def test_a_failing_migration_leaves_the_file_as_it_was(
         await new_run(store)
     broken = [
         *_sqlite_conn.load_migrations(),
-        (2, "0002_broken.sql", "CREATE TABLE extra (a);\nSELECT nonsense FROM nowhere;"),
+        (LATEST + 1, "9999_broken.sql", "CREATE TABLE extra (a);\nSELECT nonsense FROM nowhere;"),
     ]
     monkeypatch.setattr(_sqlite_conn, "load_migrations", lambda: broken)
     with pytest.raises(StoreError, match="opening the database") as info:
         await SqliteStore(db_path).open()
     assert isinstance(info.value.__cause__, sqlite3.OperationalError)
     conn = raw(db_path)
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == LATEST
     assert (
         conn.execute("SELECT count(*) FROM sqlite_master WHERE name = 'extra'").fetchone()[0] == 0
     )
@@ -674,7 +679,7 @@ async def test_a_newer_schema_asks_to_upgrade(db_path: Path) -> None:
     conn = raw(db_path)
     conn.execute("PRAGMA user_version = 999")
     conn.close()
-    with pytest.raises(StoreSchemaError, match=r"version 999.*up to 1.*Upgrade riverbed"):
+    with pytest.raises(StoreSchemaError, match=rf"version 999.*up to {LATEST}.*Upgrade riverbed"):
         await SqliteStore(db_path).open()
     conn = raw(db_path)
     assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1

@@ -519,16 +519,25 @@ class DurableRun(Run):
         event_type: type[Event],
         requirements: dict[str, Any] | None,
         step: str,
-    ) -> Event | None:
+        timeout: float | None,
+    ) -> tuple[Event | None, float | None]:
         from riverbed.stores.durable import WaiterRow
 
         row = await self.durable_store.register_waiter(
             self.run_id,
-            WaiterRow(waiter_id, step, type_key(event_type), json.dumps(requirements or {})),
+            WaiterRow(
+                waiter_id,
+                step,
+                type_key(event_type),
+                json.dumps(requirements or {}),
+                timeout_at=None if timeout is None else time.time() + timeout,
+            ),
         )
-        if row.resolved is None:
-            return None
-        return self.codec.load(row.resolved.type_key, row.resolved.payload)
+        if row.resolved is not None:
+            return self.codec.load(row.resolved.type_key, row.resolved.payload), None
+        if row.timeout_at is None:
+            return None, timeout
+        return None, max(0.0, row.timeout_at - time.time())
 
     # -- endings -------------------------------------------------------------------------
     async def _persist_finish(

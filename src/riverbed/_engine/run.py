@@ -372,11 +372,12 @@ class Run:
         event_type: type[Event],
         requirements: dict[str, Any] | None,
         step: str,
-    ) -> Event | None:
-        """Record a ``wait_for_event``; a durable run returns an answer recorded before a
-        restart, if there is one."""
+        timeout: float | None,
+    ) -> tuple[Event | None, float | None]:
+        """Record a ``wait_for_event``; returns an answer recorded before a restart (durable
+        runs), if any, and the timeout left for the wait."""
         await self.store.waiter_registered(self.run_id, waiter_id, event_type.__name__, step)
-        return None
+        return None, timeout
 
     async def memo(self, attempt: Attempt, name: str, compute: Callable[[], Any]) -> Any:
         """``ctx.memo``: the value ``compute`` gave for ``name`` in an earlier attempt of

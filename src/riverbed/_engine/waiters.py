@@ -91,7 +91,9 @@ class Waiters:
         waiter = Waiter(waiter_id, event_type, requirements, step, future)
         self._waiters.append(waiter)
         try:
-            answered = await run.register_waiter(waiter_id, event_type, requirements, step)
+            answered, timeout = await run.register_waiter(
+                waiter_id, event_type, requirements, step, timeout
+            )
         except BaseException:
             self._waiters.remove(waiter)
             raise

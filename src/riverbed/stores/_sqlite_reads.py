@@ -97,13 +97,15 @@ def read_waiters(
     conn: sqlite3.Connection, run_id: str, waiter_id: str | None = None
 ) -> list[WaiterRow]:
     rows = conn.execute(
-        f"SELECT w.waiter_id, w.step, w.event_type, w.requirements, {_EVENT_COLUMNS}"
+        f"SELECT w.waiter_id, w.step, w.event_type, w.requirements, {_EVENT_COLUMNS},"
+        " w.timeout_at"
         " FROM waiters w LEFT JOIN events e ON e.run_id = w.run_id AND e.seq = w.resolved_seq"
         " WHERE w.run_id = ? AND (? IS NULL OR w.waiter_id = ?) ORDER BY w.created_at, w.rowid",
         (run_id, waiter_id, waiter_id),
     )
     return [
-        WaiterRow(r[0], r[1], r[2], r[3], None if r[4] is None else event_row(r, 4)) for r in rows
+        WaiterRow(r[0], r[1], r[2], r[3], None if r[4] is None else event_row(r, 4), r[9])
+        for r in rows
     ]
 
 

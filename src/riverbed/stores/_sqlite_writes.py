@@ -332,9 +332,17 @@ def register_waiter(
 ) -> WaiterRow:
     run_status(conn, run_id)
     conn.execute(
-        "INSERT INTO waiters (run_id, waiter_id, step, event_type, requirements, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, waiter_id) DO NOTHING",
-        (run_id, waiter.waiter_id, waiter.step, waiter.event_type, waiter.requirements, now),
+        "INSERT INTO waiters (run_id, waiter_id, step, event_type, requirements, created_at,"
+        " timeout_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, waiter_id) DO NOTHING",
+        (
+            run_id,
+            waiter.waiter_id,
+            waiter.step,
+            waiter.event_type,
+            waiter.requirements,
+            now,
+            waiter.timeout_at,
+        ),
     )
     return read_waiters(conn, run_id, waiter.waiter_id)[0]
 

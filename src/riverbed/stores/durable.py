@@ -98,6 +98,9 @@ class WaiterRow:
     event_type: str
     requirements: str  # JSON object
     resolved: EventRow | None = None
+    #: when the wait times out, seconds since the epoch (None: no timeout); kept from the
+    #: first registration, so a resumed wait goes on with the time that was left
+    timeout_at: float | None = None
 
 
 @dataclass(frozen=True)
