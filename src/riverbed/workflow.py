@@ -382,14 +382,14 @@ class Workflow:
             handler = WorkflowHandler(live)
             await handler.send_event(event, step, client_event_id=client_event_id)
             return handler
-        from riverbed._engine.durable import ended_run, offline_submit
+        from riverbed._engine.by_id import ended_run, offline_submit
 
         store = self._durable_store("send_event(run_id, ...)")
         await self.open_store()
         try:
             snapshot = await offline_submit(self, store, run_id, event, step, client_event_id)
         except RunOwnedError:
-            from riverbed._engine.durable import handoff_submit
+            from riverbed._engine.by_id import handoff_submit
 
             await handoff_submit(self, store, run_id, event, step, client_event_id)
             return None
