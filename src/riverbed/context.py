@@ -260,13 +260,17 @@ class Context(Generic[S]):
             from riverbed._engine.collect import CollectBuffer
 
             buffer = buffers[buffer_id] = CollectBuffer()
+        seq = attempt.delivery.seq if ev is attempt.delivery.event else 0
+        if attempt.rt.spec.config.retry_policy is None and not attempt.run._records_steps:
+            # Nothing can retry this delivery and nothing records the change: no undo log
+            # (this is the fan-in hot path).
+            return buffer.add(ev, expected, seq)
         logs = attempt.collect_logs
         if logs is None:
             logs = attempt.collect_logs = {}
         log = logs.get(buffer_id)
         if log is None:
             log = logs[buffer_id] = []
-        seq = attempt.delivery.seq if ev is attempt.delivery.event else 0
         return buffer.add(ev, expected, seq, log)
 
     async def wait_for_event(
