@@ -11,6 +11,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -441,10 +442,12 @@ async def test_submit_event_to_a_finished_run(store: SqliteStore) -> None:
 async def test_waiters_register_once_and_get_resolved(store: SqliteStore) -> None:
     await new_run(store)
     waiter = WaiterRow("w-1", "start", "t.Answer", '{"user": "a"}')
-    assert await store.register_waiter("r1", waiter) == waiter
-    # idempotent: a re-executed step registering the same id gets the stored row
+    assert await store.register_waiter("r1", waiter, ("t.Ask", "{}")) == replace(waiter, new=True)
+    # idempotent: a re-executed step registering the same id gets the stored row, and its
+    # question is not streamed twice
     again = WaiterRow("w-1", "start", "t.Other", "{}")
-    assert await store.register_waiter("r1", again) == waiter
+    assert await store.register_waiter("r1", again, ("t.Ask", "{}")) == waiter
+    assert [(r.seq, r.type_key) for r in await store.read_stream("r1")] == [(1, "t.Ask")]
 
     answer = ev(2, "t.Answer", '{"user": "a"}')
     await store.submit_event("r1", answer, ("start",), ("w-1", "w-unknown"))

@@ -516,7 +516,8 @@ class DurableRun(Run):
         requirements: dict[str, Any] | None,
         step: str,
         timeout: float | None,
-    ) -> tuple[Event | None, float | None]:
+        announce: Event | None,
+    ) -> tuple[Event | None, float | None, Event | None]:
         from riverbed.stores.durable import WaiterRow
 
         row = await self.durable_store.register_waiter(
@@ -528,12 +529,15 @@ class DurableRun(Run):
                 json.dumps(requirements or {}),
                 timeout_at=None if timeout is None else time.time() + timeout,
             ),
+            None if announce is None else self.codec.dump(announce),
         )
         if row.resolved is not None:
-            return self.codec.load(row.resolved.type_key, row.resolved.payload), None
-        if row.timeout_at is None:
-            return None, timeout
-        return None, max(0.0, row.timeout_at - time.time())
+            return self.codec.load(row.resolved.type_key, row.resolved.payload), None, None
+        # A waiter recorded before a restart already asked (its question is in the restored
+        # stream): ask only when the waiter is new.
+        question = announce if row.new else None
+        left = None if row.timeout_at is None else max(0.0, row.timeout_at - time.time())
+        return None, left if row.timeout_at is not None else timeout, question
 
     # -- endings -------------------------------------------------------------------------
     async def _persist_finish(

@@ -373,11 +373,13 @@ class Run:
         requirements: dict[str, Any] | None,
         step: str,
         timeout: float | None,
-    ) -> tuple[Event | None, float | None]:
+        announce: Event | None,
+    ) -> tuple[Event | None, float | None, Event | None]:
         """Record a ``wait_for_event``; returns an answer recorded before a restart (durable
-        runs), if any, and the timeout left for the wait."""
+        runs), if any, the timeout left for the wait, and the question to stream now (None
+        when it was already asked)."""
         await self.store.waiter_registered(self.run_id, waiter_id, event_type.__name__, step)
-        return None, timeout
+        return None, timeout, announce
 
     async def memo(self, attempt: Attempt, name: str, compute: Callable[[], Any]) -> Any:
         """``ctx.memo``: the value ``compute`` gave for ``name`` in an earlier attempt of

@@ -90,9 +90,10 @@ class Waiters:
         future: asyncio.Future[Event] = run.loop.create_future()
         waiter = Waiter(waiter_id, event_type, requirements, step, future)
         self._waiters.append(waiter)
+        question = waiter_event if waiter_id not in self._announced else None
         try:
-            answered, timeout = await run.register_waiter(
-                waiter_id, event_type, requirements, step, timeout
+            answered, timeout, question = await run.register_waiter(
+                waiter_id, event_type, requirements, step, timeout, question
             )
         except BaseException:
             self._waiters.remove(waiter)
@@ -100,9 +101,9 @@ class Waiters:
         if answered is not None:  # a durable run answered before a restart
             self._waiters.remove(waiter)
             return answered
-        if waiter_event is not None and waiter_id not in self._announced:
+        if question is not None:
             self._announced.add(waiter_id)
-            run.write_stream(waiter_event)
+            run.write_stream(question)
 
         def expire() -> None:
             if not future.done():

@@ -8,6 +8,7 @@ anywhere rolls back everything the function wrote.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import sqlite3
@@ -328,10 +329,14 @@ def fail_attempt(
 
 
 def register_waiter(
-    conn: sqlite3.Connection, run_id: str, waiter: WaiterRow, now: float
+    conn: sqlite3.Connection,
+    run_id: str,
+    waiter: WaiterRow,
+    now: float,
+    announce: tuple[str, str] | None = None,
 ) -> WaiterRow:
     run_status(conn, run_id)
-    conn.execute(
+    inserted = conn.execute(
         "INSERT INTO waiters (run_id, waiter_id, step, event_type, requirements, created_at,"
         " timeout_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, waiter_id) DO NOTHING",
         (
@@ -343,8 +348,22 @@ def register_waiter(
             now,
             waiter.timeout_at,
         ),
-    )
-    return read_waiters(conn, run_id, waiter.waiter_id)[0]
+    ).rowcount
+    if inserted == 1 and announce is not None:
+        # The question joins the durable stream with the waiter, after the rows of the
+        # commits so far and tagged with the next commit (the waiting step's own), so a
+        # reader who connects later, or after a restart, sees it.
+        row = conn.execute(
+            "SELECT next_commit_seq, stream_next FROM runs WHERE run_id = ?", (run_id,)
+        ).fetchone()
+        conn.execute(
+            "INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (run_id, int(row[1]), int(row[0]), announce[0], announce[1]),
+        )
+        conn.execute("UPDATE runs SET stream_next = stream_next + 1 WHERE run_id = ?", (run_id,))
+    stored = read_waiters(conn, run_id, waiter.waiter_id)[0]
+    return dataclasses.replace(stored, new=inserted == 1)
 
 
 def finish_run(

@@ -101,6 +101,8 @@ class WaiterRow:
     #: when the wait times out, seconds since the epoch (None: no timeout); kept from the
     #: first registration, so a resumed wait goes on with the time that was left
     timeout_at: float | None = None
+    #: set by register_waiter: this call recorded the waiter (it was not there before)
+    new: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,9 +211,13 @@ class DurableStore(Protocol):
         then; without, it stays running for the give-up commit that follows."""
         ...
 
-    async def register_waiter(self, run_id: str, waiter: WaiterRow) -> WaiterRow:
+    async def register_waiter(
+        self, run_id: str, waiter: WaiterRow, announce: tuple[str, str] | None = None
+    ) -> WaiterRow:
         """Record a waiter (idempotent by id); returns the stored row, whose ``resolved``
-        is set if the answer already arrived."""
+        is set if the answer already arrived. ``announce`` (type key, payload), the
+        question asked, is appended to the durable stream in the same transaction when the
+        waiter is new."""
         ...
 
     async def finish_run(

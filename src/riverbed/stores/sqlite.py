@@ -220,14 +220,18 @@ class SqliteStore:
             retry_at,
         )
 
-    async def register_waiter(self, run_id: str, waiter: WaiterRow) -> WaiterRow:
-        """Record a waiter once; returns the stored row with its answer, if any."""
+    async def register_waiter(
+        self, run_id: str, waiter: WaiterRow, announce: tuple[str, str] | None = None
+    ) -> WaiterRow:
+        """Record a waiter once; returns the stored row with its answer, if any. A new
+        waiter's question (``announce``) is appended to the durable stream with it."""
         return await self._write(
             f"registering waiter {waiter.waiter_id!r} of run {run_id!r}",
             writes.register_waiter,
             run_id,
             waiter,
             self._now(),
+            announce,
         )
 
     async def finish_run(
