@@ -191,9 +191,11 @@ async def test_wait_for_event_across_restarts(
     # the same waiter id. A2 is killed while waiting.
     second = hold(held, "resume-wait", str(db), run_id)
     # The question is already in the durable stream, so A2 reports it at once; wait until
-    # its step has really been claimed again before killing it.
-    for _ in range(200):
-        if rows(db, "SELECT status, attempts FROM deliveries") == [("running", 2)]:
+    # its step has really run again (claimed, and the code before the wait done) before
+    # killing it.
+    for _ in range(400):
+        claimed = rows(db, "SELECT status, attempts FROM deliveries") == [("running", 2)]
+        if claimed and side.exists() and len(side.read_text().split()) == 2:
             break
         await asyncio.sleep(0.025)
     kill(second)
