@@ -15,10 +15,10 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field, field_serializer, field_validator
+from pydantic import BaseModel, Field
 
 from riverbed import (
     Context,
@@ -42,6 +42,7 @@ from riverbed.serialization import (
     type_key,
 )
 from riverbed.state import DictState
+from seed_state import MyRandomObject, MyState
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
 
@@ -321,31 +322,6 @@ def test_a_durable_run_never_pickles() -> None:
 
 
 # -- the seed page's typed state, through a durable run ------------------------------------------
-
-
-class MyRandomObject:
-    def __init__(self, name: str = "default"):
-        self.name = name
-
-
-class MyState(BaseModel):
-    model_config = {"arbitrary_types_allowed": True}
-    my_obj: MyRandomObject = Field(default_factory=MyRandomObject)
-    some_key: str = Field(default="some_value")
-
-    @field_serializer("my_obj", when_used="always")
-    def serialize_my_obj(self, my_obj: MyRandomObject) -> str:
-        return my_obj.name
-
-    @field_validator("my_obj", mode="before")
-    @classmethod
-    def deserialize_my_obj(cls, v: Union[str, MyRandomObject]) -> MyRandomObject:  # noqa: UP007
-        if isinstance(v, MyRandomObject):
-            return v
-        if isinstance(v, str):
-            return MyRandomObject(v)
-
-        raise ValueError(f"Invalid type for my_obj: {type(v)}")
 
 
 class MyStatefulFlow(Workflow):

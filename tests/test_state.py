@@ -4,7 +4,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from pydantic import BaseModel, Field, field_serializer, field_validator
+from pydantic import BaseModel, Field
 
 from riverbed import (
     Context,
@@ -22,6 +22,7 @@ from riverbed import (
     step,
 )
 from riverbed.state import StateStore
+from seed_state import MyRandomObject, MyState
 
 # -- models ------------------------------------------------------------------------------
 
@@ -643,30 +644,6 @@ async def test_typed_state_wrong_type_in_a_workflow_fails_the_run() -> None:
 
 
 # -- the seed page's typed state ---------------------------------------------------------
-
-
-class MyRandomObject:
-    def __init__(self, name: str = "default") -> None:
-        self.name = name
-
-
-class MyState(BaseModel):
-    model_config = {"arbitrary_types_allowed": True}
-    my_obj: MyRandomObject = Field(default_factory=MyRandomObject)
-    some_key: str = Field(default="some_value")
-
-    @field_serializer("my_obj", when_used="always")
-    def serialize_my_obj(self, my_obj: MyRandomObject) -> str:
-        return my_obj.name
-
-    @field_validator("my_obj", mode="before")
-    @classmethod
-    def deserialize_my_obj(cls, v: str | MyRandomObject) -> MyRandomObject:
-        if isinstance(v, MyRandomObject):
-            return v
-        if isinstance(v, str):
-            return MyRandomObject(v)
-        raise ValueError(f"Invalid type for my_obj: {type(v)}")
 
 
 class MyStatefulFlow(Workflow):
