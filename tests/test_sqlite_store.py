@@ -118,10 +118,11 @@ def test_implements_every_durable_store_method() -> None:
 async def test_open_creates_a_wal_file_with_the_schema(store: SqliteStore, db_path: Path) -> None:
     conn = raw(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
     assert conn.execute("SELECT version, name FROM riverbed_migrations").fetchall() == [
         (1, "0001_initial.sql"),
         (2, "0002_waiter_timeouts.sql"),
+        (3, "0003_attempt_history.sql"),
     ]
     conn.close()
 
@@ -320,7 +321,7 @@ async def test_a_commit_failing_midway_leaves_nothing(store: SqliteStore, db_pat
     # UNIQUE (run_id, event_seq, step).
     conn = raw(db_path)
     conn.execute(
-        "INSERT INTO commits VALUES ('r1', 99, 1, 'start', 1, 'planted', 0.0)",
+        "INSERT INTO commits VALUES ('r1', 99, 1, 'start', 1, 'planted', 0.0, NULL)",
     )
     full = CommitRow(
         1,

@@ -16,6 +16,7 @@ from riverbed._engine.run import Run
 from riverbed.context import Context
 from riverbed.errors import (
     RunFinishedError,
+    RunNotFoundError,
     RunOwnedError,
     WorkflowRuntimeError,
     WorkflowValidationError,
@@ -24,7 +25,7 @@ from riverbed.events import Event, StartEvent, StopEvent
 from riverbed.handler import WorkflowHandler
 from riverbed.resource import ResourceManager, validate_resources
 from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
-from riverbed.stores.base import Store
+from riverbed.stores.base import RunRecord, RunStatus, Store
 from riverbed.stores.durable import DurableStore, RunSnapshot
 from riverbed.stores.memory import MemoryStore
 from riverbed.validation import WorkflowShape, infer_state_type, validate_steps
@@ -402,6 +403,46 @@ class Workflow:
             return WorkflowHandler(await ended_run(self, store, run_id))
         return await self._continue(snapshot)
 
+    async def cancel_run(self, run_id: str) -> RunRecord:
+        """Cancel a run by id, from any process, and return its record.
+
+        A run this workflow runs here is cancelled like ``handler.cancel_run()``. A durable
+        run that no process runs, or that another process runs, is marked cancelled in the
+        store: its process notices at its next heartbeat (a third of the store's lease)
+        and stops, and nothing it does afterwards can commit. Raises ``RunNotFoundError``,
+        or ``RunFinishedError`` if the run already ended.
+        """
+        live = self._live.get(run_id)
+        if live is not None and not live.done:
+            await WorkflowHandler(live).cancel_run()
+            return await self._record_of(run_id, live)
+        store = self._store
+        if not getattr(store, "durable", False):
+            record = await store.get_run(run_id)  # RunNotFoundError for an unknown id
+            if record.status.is_terminal:
+                raise _already_ended(record)
+            raise WorkflowRuntimeError(
+                f"Run {run_id} is not running in this process and its store keeps runs in "
+                "memory only, so it cannot be cancelled from here."
+            )
+        durable = self._durable_store("cancel_run(run_id)")
+        await self.open_store()
+        record = await durable.get_run(run_id)
+        if record.status.is_terminal:
+            raise _already_ended(record)
+        message = f"WorkflowCancelledByUser: Run {run_id} was cancelled by the user."
+        await durable.finish_run(run_id, RunStatus.CANCELLED, None, message)
+        record = await durable.get_run(run_id)
+        if record.status is not RunStatus.CANCELLED:  # it ended on its own meanwhile
+            raise _already_ended(record)
+        return record
+
+    async def _record_of(self, run_id: str, run: Run) -> RunRecord:
+        try:
+            return await self._store.get_run(run_id)  # type: ignore[no-any-return]
+        except RunNotFoundError:
+            return RunRecord(run_id, self.workflow_name, run.status, 0.0)
+
     def run_sync(
         self,
         ctx: Context[Any] | None = None,
@@ -453,6 +494,12 @@ class Workflow:
                 f"Failed creating a start event of type {start_cls.__name__!r} with the "
                 f"keyword arguments: {kwargs}. {exc}"
             ) from exc
+
+
+def _already_ended(record: RunRecord) -> RunFinishedError:
+    return RunFinishedError(
+        f"Run {record.run_id} already ended ({record.status.value}); there is nothing to cancel."
+    )
 
 
 async def _was_applied(store: DurableStore, run_id: str, client_event_id: str) -> bool:

@@ -64,6 +64,7 @@ class Attempt:
         "produced",
         "rt",
         "run",
+        "started_at",
         "state_base",
         "state_version",
         "stream",
@@ -95,6 +96,8 @@ class Attempt:
         self.state_base: Any = None
         #: durable runs: the claim token fencing this attempt's commit
         self.token = ""
+        #: durable runs: wall-clock start, recorded with the commit or failure
+        self.started_at: float | None = None
         #: durable runs: for each produced event's seq, its explicit target and lineage
         self.targets: dict[int, tuple[Any, int]] | None = None
 

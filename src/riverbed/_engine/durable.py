@@ -214,6 +214,7 @@ class DurableRun(Run):
     # -- attempts ------------------------------------------------------------------------
     async def _begin_attempt(self, attempt: Attempt) -> bool:
         delivery = attempt.delivery
+        attempt.started_at = time.time()
         token = self._preclaimed.pop((delivery.seq, attempt.rt.spec.name), None)
         if token is not None and delivery.attempts == 1:
             # Claimed for us in the commit that produced it: no claim transaction.
@@ -335,6 +336,7 @@ class DurableRun(Run):
             collect_remove=self._collect_rows(attempt, "take"),
             next_seq=self._seq + 1,
             lease_seconds=float(getattr(self.durable_store, "lease_seconds", 30.0)),
+            started_at=attempt.started_at,
             status=status,
             result=result_json,
             error=None if error is None else f"{type(error).__name__}: {error}",
@@ -394,7 +396,14 @@ class DurableRun(Run):
         retry_at = time.time() + delay if delay is not None else None
         try:
             await self.durable_store.fail_attempt(
-                self.run_id, delivery.seq, rt.spec.name, attempt.token, repr(error), retry_at
+                self.run_id,
+                delivery.seq,
+                rt.spec.name,
+                attempt.token,
+                repr(error),
+                retry_at,
+                delivery.attempts,
+                attempt.started_at,
             )
         except FencedError:
             return

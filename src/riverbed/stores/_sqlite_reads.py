@@ -19,6 +19,7 @@ from riverbed.stores.durable import (
     EventRow,
     RunSnapshot,
     StreamRow,
+    TimelineRow,
     WaiterRow,
 )
 
@@ -117,15 +118,54 @@ def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
 
 
 def list_runs(
-    conn: sqlite3.Connection, workflow: str | None, status: RunStatus | None, limit: int
+    conn: sqlite3.Connection,
+    workflow: str | None,
+    status: RunStatus | None,
+    limit: int,
+    offset: int = 0,
 ) -> list[RunRecord]:
     wanted = status.value if status is not None else None
     rows = conn.execute(
         f"SELECT {_RUN_COLUMNS} FROM runs WHERE (? IS NULL OR workflow = ?)"
-        " AND (? IS NULL OR status = ?) ORDER BY created_at DESC, rowid DESC LIMIT ?",
-        (workflow, workflow, wanted, wanted, limit),
+        " AND (? IS NULL OR status = ?) ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
+        (workflow, workflow, wanted, wanted, limit, offset),
     )
     return [run_record(row) for row in rows]
+
+
+# Rows of one transaction share its time: a commit's produced events follow the commit.
+_KIND_ORDER = {"failure": 0, "commit": 1, "event": 2}
+
+
+def read_timeline(conn: sqlite3.Connection, run_id: str) -> list[TimelineRow]:
+    run_status(conn, run_id)
+    rows: list[TimelineRow] = [
+        TimelineRow("event", at, seq, type_key=key, source_step=source)
+        for seq, key, source, at in conn.execute(
+            "SELECT seq, type_key, source_step, created_at FROM events WHERE run_id = ?",
+            (run_id,),
+        )
+    ]
+    rows.extend(
+        TimelineRow("commit", at, seq, step, attempt, started_at=started, commit_seq=cseq)
+        for cseq, seq, step, attempt, at, started in conn.execute(
+            "SELECT commit_seq, event_seq, step, attempt, committed_at, started_at"
+            " FROM commits WHERE run_id = ?",
+            (run_id,),
+        )
+    )
+    rows.extend(
+        TimelineRow(
+            "failure", at, seq, step, attempt, started_at=started, error=err, retry_at=retry
+        )
+        for seq, step, attempt, started, at, err, retry in conn.execute(
+            "SELECT event_seq, step, attempt, started_at, failed_at, error, retry_at"
+            " FROM attempt_failures WHERE run_id = ?",
+            (run_id,),
+        )
+    )
+    rows.sort(key=lambda r: (r.at, _KIND_ORDER[r.kind], r.event_seq, r.commit_seq or 0))
+    return rows
 
 
 def read_stream(conn: sqlite3.Connection, run_id: str, after: int, limit: int) -> list[StreamRow]:

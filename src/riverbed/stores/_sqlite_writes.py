@@ -261,8 +261,8 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
     # 3. journal, routing, stream, buffers.
     conn.execute(
         "INSERT INTO commits (run_id, commit_seq, event_seq, step, attempt, claim_token,"
-        " committed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        (run_id, commit_seq, c.event_seq, c.step, c.attempt, c.claim_token, now),
+        " committed_at, started_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, commit_seq, c.event_seq, c.step, c.attempt, c.claim_token, now, c.started_at),
     )
     for produced in c.produced:
         _insert_event(conn, run_id, produced.event, now)
@@ -309,6 +309,9 @@ def fail_attempt(
     token: str,
     error: str,
     retry_at: float | None,
+    attempt: int,
+    started_at: float | None,
+    now: float,
 ) -> None:
     # Fenced like a commit: a stale attempt must not reset a newer attempt's delivery.
     changed = conn.execute(
@@ -326,6 +329,33 @@ def fail_attempt(
             f"Delivery ({event_seq}, {step!r}) of run {run_id!r} is no longer claimed by this "
             "attempt; its failure was not recorded."
         )
+    conn.execute(
+        "INSERT OR REPLACE INTO attempt_failures (run_id, event_seq, step, attempt, started_at,"
+        " failed_at, error, retry_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (run_id, event_seq, step, attempt, started_at, now, error, retry_at),
+    )
+
+
+def delete_runs(conn: sqlite3.Connection, finished_before: float) -> int:
+    """Delete ended runs and every row that belongs to them (children first, so this does
+    not depend on foreign-key cascades)."""
+    doomed = "SELECT run_id FROM runs WHERE status != 'running' AND finished_at < ?"
+    for table in (
+        "attempt_failures",
+        "memos",
+        "waiters",
+        "collected",
+        "stream",
+        "commits",
+        "deliveries",
+        "events",
+    ):
+        conn.execute(f"DELETE FROM {table} WHERE run_id IN ({doomed})", (finished_before,))
+    return int(
+        conn.execute(
+            "DELETE FROM runs WHERE status != 'running' AND finished_at < ?", (finished_before,)
+        ).rowcount
+    )
 
 
 def register_waiter(

@@ -137,9 +137,13 @@ class Store(Protocol):
         ...
 
     async def list_runs(
-        self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 100
+        self,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first."""
+        """Runs, newest first; ``offset`` skips that many (pagination)."""
         ...
 
     async def get_journal(self, run_id: str) -> list[JournalEntry]:

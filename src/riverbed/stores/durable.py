@@ -27,6 +27,7 @@ __all__ = [
     "ProducedRow",
     "RunSnapshot",
     "StreamRow",
+    "TimelineRow",
     "WaiterRow",
 ]
 
@@ -81,6 +82,35 @@ class StreamRow:
 
 
 @dataclass(frozen=True)
+class TimelineRow:
+    """One line of a run's history, for people reading it (``riverbed runs show``, the
+    inspector page). ``kind`` is ``event`` (an event entered the run), ``commit`` (an
+    attempt committed) or ``failure`` (an attempt raised)."""
+
+    kind: str
+    #: when it happened, seconds since the epoch
+    at: float
+    event_seq: int
+    step: str | None = None
+    attempt: int | None = None
+    #: the event's type key (``event`` rows)
+    type_key: str | None = None
+    #: the step that produced the event, None for the start event and outside events
+    source_step: str | None = None
+    #: when the attempt started (``commit`` and ``failure`` rows), if known
+    started_at: float | None = None
+    commit_seq: int | None = None
+    error: str | None = None
+    #: when a failed attempt is retried; None when the step gave up
+    retry_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """How long the attempt ran, if its start is known."""
+        return None if self.started_at is None else max(0.0, self.at - self.started_at)
+
+
+@dataclass(frozen=True)
 class CollectRow:
     """An event held in a ``collect_events`` buffer of a step."""
 
@@ -123,6 +153,8 @@ class CommitRow:
     next_seq: int = 0
     #: how long pre-claimed deliveries (ProducedRow.claims) stay claimed without a commit
     lease_seconds: float = 30.0
+    #: when the attempt started (wall clock), kept for inspecting the run
+    started_at: float | None = None
     #: set when this commit ends the run
     status: RunStatus | None = None
     result: str | None = None
@@ -206,9 +238,12 @@ class DurableStore(Protocol):
         token: str,
         error: str,
         retry_at: float | None,
+        attempt: int = 0,
+        started_at: float | None = None,
     ) -> None:
         """An attempt raised. With ``retry_at`` the delivery goes back to pending until
-        then; without, it stays running for the give-up commit that follows."""
+        then; without, it stays running for the give-up commit that follows. The failure
+        (attempt number, start time, error) is kept for :meth:`read_timeline`."""
         ...
 
     async def register_waiter(
@@ -248,8 +283,24 @@ class DurableStore(Protocol):
     async def get_run(self, run_id: str) -> RunRecord: ...
 
     async def list_runs(
-        self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 100
-    ) -> list[RunRecord]: ...
+        self,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs, newest first; ``offset`` skips that many (pagination)."""
+        ...
+
+    async def read_timeline(self, run_id: str) -> list[TimelineRow]:
+        """The run's history in time order: events entering it, attempts committing and
+        failing. Raises ``RunNotFoundError``."""
+        ...
+
+    async def delete_runs(self, finished_before: float) -> int:
+        """Delete every run that ended before ``finished_before`` (seconds since the
+        epoch) with all its rows; running runs are never deleted. Returns how many."""
+        ...
 
     async def read_stream(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StreamRow]:
         """Durable stream rows with ``seq > after``, in order."""

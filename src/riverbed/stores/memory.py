@@ -113,7 +113,11 @@ class MemoryStore:
         return self._get(run_id).record
 
     async def list_runs(
-        self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 100
+        self,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[RunRecord]:
         records = [
             r.record
@@ -121,7 +125,7 @@ class MemoryStore:
             if (workflow is None or r.record.workflow == workflow)
             and (status is None or r.record.status is status)
         ]
-        return records[:limit]
+        return records[offset : offset + limit]
 
     async def get_journal(self, run_id: str) -> list[JournalEntry]:
         """Every recorded transition of the run (empty unless ``journal=True``)."""

@@ -36,6 +36,7 @@ from riverbed.stores.durable import (
     EventRow,
     RunSnapshot,
     StreamRow,
+    TimelineRow,
     WaiterRow,
 )
 
@@ -206,6 +207,8 @@ class SqliteStore:
         token: str,
         error: str,
         retry_at: float | None,
+        attempt: int = 0,
+        started_at: float | None = None,
     ) -> None:
         """Record a failed attempt. Raises ``FencedError`` if ``token`` no longer holds
         the delivery (a stale attempt must not reset a newer one)."""
@@ -218,6 +221,9 @@ class SqliteStore:
             token,
             error,
             retry_at,
+            attempt,
+            started_at,
+            self._now(),
         )
 
     async def register_waiter(
@@ -291,10 +297,24 @@ class SqliteStore:
         return await self._read(f"reading run {run_id!r}", reads.get_run, run_id)
 
     async def list_runs(
-        self, workflow: str | None = None, status: RunStatus | None = None, limit: int = 100
+        self,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
     ) -> list[RunRecord]:
-        """Runs, newest first."""
-        return await self._read("listing runs", reads.list_runs, workflow, status, limit)
+        """Runs, newest first; ``offset`` skips that many (pagination)."""
+        return await self._read("listing runs", reads.list_runs, workflow, status, limit, offset)
+
+    async def read_timeline(self, run_id: str) -> list[TimelineRow]:
+        """The run's events, commits and failed attempts in time order."""
+        return await self._read(
+            f"reading the history of run {run_id!r}", reads.read_timeline, run_id
+        )
+
+    async def delete_runs(self, finished_before: float) -> int:
+        """Delete every run that ended before ``finished_before`` with all its rows."""
+        return await self._write("deleting old runs", writes.delete_runs, finished_before)
 
     async def read_stream(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StreamRow]:
         """Durable stream rows with ``seq > after``, in order."""

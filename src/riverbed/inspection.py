@@ -1,0 +1,161 @@
+"""Reading a durable run back for people: its record, state, history and stream.
+
+``riverbed runs show``, the HTTP server and the inspector page all show a run through
+:func:`read_run`, so they agree on what happened. Nothing here imports a class by a name read
+from the store: payloads stay JSON, labelled with their type's name.
+
+    details = await read_run(store, run_id)
+    print(details.record.status, details.state)
+    for attempt in details.attempts:
+        print(attempt.step, attempt.outcome, attempt.duration)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from riverbed.stores.base import RunRecord
+from riverbed.stores.durable import DurableStore, TimelineRow
+
+__all__ = ["AttemptView", "EventView", "RunDetails", "read_run", "record_to_dict", "type_name"]
+
+
+def type_name(type_key: str) -> str:
+    """The class name in a stored type key (``pkg.module.Outer.Name`` -> ``Name``)."""
+    return type_key.rsplit(".", 1)[-1]
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text  # stored by an older version as plain text: show it as it is
+
+
+@dataclass(frozen=True)
+class EventView:
+    """An event of the run (or of its durable stream), with its payload as JSON data."""
+
+    seq: int
+    type: str
+    type_key: str
+    data: Any
+    #: the step that produced it; None for the start event and events sent from outside
+    source_step: str | None = None
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True)
+class AttemptView:
+    """One attempt of a step on one event: committed, or failed (and maybe retried)."""
+
+    step: str
+    event_seq: int
+    attempt: int | None
+    outcome: str  # committed | retrying | failed
+    ended_at: float
+    started_at: float | None = None
+    error: str | None = None
+    retry_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the attempt ran, when its start is known."""
+        return None if self.started_at is None else max(0.0, self.ended_at - self.started_at)
+
+
+@dataclass(frozen=True)
+class RunDetails:
+    """Everything a store knows about one run, ready to show."""
+
+    record: RunRecord
+    state: Any
+    state_type: str
+    #: the run's result as JSON data (None while it runs or if it failed)
+    result: Any
+    timeline: list[TimelineRow]
+    events: list[EventView]
+    stream: list[EventView]
+
+    @property
+    def attempts(self) -> list[AttemptView]:
+        """Every recorded attempt, in the order they ended."""
+        return [
+            AttemptView(
+                step=row.step or "",
+                event_seq=row.event_seq,
+                attempt=row.attempt,
+                outcome=_outcome(row),
+                ended_at=row.at,
+                started_at=row.started_at,
+                error=row.error,
+                retry_at=row.retry_at,
+            )
+            for row in self.timeline
+            if row.kind != "event"
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready data: ``json.dumps(details.to_dict())`` works."""
+        return {
+            "run": record_to_dict(self.record),
+            "state": self.state,
+            "state_type": self.state_type,
+            "result": self.result,
+            "timeline": [{**asdict(row), "duration": row.duration} for row in self.timeline],
+            "attempts": [{**asdict(a), "duration": a.duration} for a in self.attempts],
+            "events": [asdict(e) for e in self.events],
+            "stream": [asdict(e) for e in self.stream],
+        }
+
+
+def _outcome(row: TimelineRow) -> str:
+    if row.kind == "commit":
+        return "committed"
+    return "retrying" if row.retry_at is not None else "failed"
+
+
+def record_to_dict(record: RunRecord) -> dict[str, Any]:
+    """A run record as JSON data; ``result`` decoded from its stored JSON."""
+    return {
+        "run_id": record.run_id,
+        "workflow": record.workflow,
+        "status": record.status.value,
+        "started_at": record.started_at,
+        "finished_at": record.finished_at,
+        "result": _loads(record.result) if isinstance(record.result, str) else record.result,
+        "error": record.error,
+        "parent_run_id": record.parent_run_id,
+    }
+
+
+async def read_run(store: DurableStore, run_id: str, *, stream_limit: int = 10_000) -> RunDetails:
+    """Read a run from a durable store without running it. Raises ``RunNotFoundError``.
+
+    The reads are separate transactions: for a run that is still going, later parts may
+    include a little more than earlier ones (never less).
+    """
+    record = await store.get_run(run_id)
+    state, state_type = await store.read_state(run_id)
+    timeline = await store.read_timeline(run_id)
+    events = [
+        EventView(
+            e.seq,
+            type_name(e.type_key),
+            e.type_key,
+            _loads(e.payload),
+            e.source_step,
+            e.client_event_id,
+        )
+        for e in await store.read_events(run_id)
+    ]
+    stream = [
+        EventView(s.seq, type_name(s.type_key), s.type_key, _loads(s.payload))
+        for s in await store.read_stream(run_id, 0, stream_limit)
+    ]
+    result = _loads(record.result) if isinstance(record.result, str) else record.result
+    return RunDetails(record, _loads(state), state_type, result, timeline, events, stream)
