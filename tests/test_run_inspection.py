@@ -245,7 +245,7 @@ async def test_a_version_2_database_is_upgraded_and_its_old_runs_read(tmp_path: 
     workflow = Flaky(store=f"sqlite:///{path}")
     assert await workflow.run(run_id="r", topic="x") == "ABOUT X"
     raw = sqlite3.connect(path)
-    assert raw.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 4
     raw.close()
     kinds = [row.kind for row in await workflow.store.read_timeline("r")]
     assert (kinds.count("commit"), kinds.count("failure")) == (2, 1)

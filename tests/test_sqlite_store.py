@@ -118,11 +118,12 @@ def test_implements_every_durable_store_method() -> None:
 async def test_open_creates_a_wal_file_with_the_schema(store: SqliteStore, db_path: Path) -> None:
     conn = raw(db_path)
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
     assert conn.execute("SELECT version, name FROM riverbed_migrations").fetchall() == [
         (1, "0001_initial.sql"),
         (2, "0002_waiter_timeouts.sql"),
         (3, "0003_attempt_history.sql"),
+        (4, "0004_workers.sql"),
     ]
     conn.close()
 

@@ -4,6 +4,7 @@ return."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -24,6 +25,7 @@ from riverbed.errors import (
 from riverbed.events import Event, StartEvent, StopEvent
 from riverbed.handler import WorkflowHandler
 from riverbed.resource import ResourceManager, validate_resources
+from riverbed.serialization import type_key
 from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
 from riverbed.stores.base import RunRecord, RunStatus, Store
 from riverbed.stores.durable import DurableStore, RunSnapshot
@@ -114,6 +116,8 @@ class Workflow:
                 f"A step {name} is already part of this workflow, please choose another name."
             )
         cls._added_steps[name] = func
+        if "_version_digest" in cls.__dict__:
+            delattr(cls, "_version_digest")  # the steps changed, so does the version
         cls._specs_cache = None
         cls._shape_cache = None
         cls._routes_cache = {}
@@ -185,6 +189,49 @@ class Workflow:
     def workflow_name(self) -> str:
         """A stable name: ``module.ClassName`` unless given to the constructor."""
         return self._workflow_name or f"{type(self).__module__}.{type(self).__qualname__}"
+
+    #: Set on a subclass to name the version of its steps yourself; by default it is a
+    #: digest of the steps and the events they take and emit. Worker processes only take
+    #: runs whose version they have, so a deploy never runs old runs on changed steps.
+    version: ClassVar[str | None] = None
+
+    @property
+    def workflow_version(self) -> str:
+        """The version stored with each durable run (``version``, or a digest of the
+        steps, their accepted and emitted event types)."""
+        explicit = type(self).version
+        if explicit is not None:
+            return explicit
+        cached = type(self).__dict__.get("_version_digest")
+        if isinstance(cached, str):
+            return cached
+        shape = sorted(
+            (
+                name,
+                sorted(type_key(t) for t in spec.accepted),
+                sorted(type_key(t) for t in spec.emitted),
+            )
+            for name, spec in self._step_specs().items()
+        )
+        digest = hashlib.sha256(repr(shape).encode()).hexdigest()[:12]
+        setattr(type(self), "_version_digest", digest)  # noqa: B010 - per-class cache
+        return digest
+
+    def use_store(self, store: Store | DurableStore | str) -> None:
+        """Record this workflow's runs in ``store`` (an object or a URL such as
+        ``sqlite:///runs.db``) from now on; the CLI and the server use this to apply
+        ``--store`` to a workflow built without one. Not while its runs are going on."""
+        if any(not run.done for run in self._live.values()):
+            raise WorkflowRuntimeError(
+                f"{type(self).__name__} has runs going on in this process; change its store "
+                "before starting runs, or create another instance with store=..."
+            )
+        if isinstance(store, str):
+            from riverbed.stores.urls import store_from_url
+
+            store = store_from_url(store)
+        self._store = store
+        self._open_lock = None
 
     @property
     def start_event_class(self) -> type[StartEvent]:
@@ -275,6 +322,27 @@ class Workflow:
         else:
             run.start(event)
         return WorkflowHandler(run)
+
+    async def submit(
+        self,
+        start_event: StartEvent | None = None,
+        *,
+        run_id: str | None = None,
+        ctx: Context[Any] | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Record a new durable run without running it here, and return its id: worker
+        processes (``riverbed worker``) sharing the store take it and run it. Arguments as
+        for :meth:`run`; ``ctx`` seeds the run's state."""
+        from riverbed._engine.by_id import create_unowned
+
+        store = self._durable_store("submit()")
+        event = self._start_event(start_event, kwargs)
+        await self.open_store()
+        state = (ctx if ctx is not None else Context(self))._state_store._state
+        run_id = run_id or uuid.uuid4().hex
+        await create_unowned(self, store, run_id, event, state)
+        return run_id
 
     def _new_run(self, ctx: Context[Any], run_id: str, store: Any) -> Run:
         kind = DurableRun if getattr(store, "durable", False) else Run
@@ -372,12 +440,16 @@ class Workflow:
         *,
         step: str | None = None,
         client_event_id: str | None = None,
+        continue_here: bool = True,
     ) -> WorkflowHandler | None:
         """Deliver ``event`` (e.g. a human's answer) to a run by id, from any process, and
         continue the run here if no process is running it. With ``client_event_id`` a
         repeated submission is applied once. Returns the run's handler, or None when
         another live process runs the run: the event is committed and that process picks
-        it up (within a fraction of a second) and continues the run."""
+        it up (within a fraction of a second) and continues the run.
+
+        With ``continue_here=False`` the event is only committed, and None returned: the
+        run is left for worker processes (``riverbed worker``) to continue."""
         live = self._live.get(run_id)
         if live is not None and not live.done:
             handler = WorkflowHandler(live)
@@ -400,7 +472,14 @@ class Workflow:
             # event to an ended run is an error.
             if client_event_id is None or not await _was_applied(store, run_id, client_event_id):
                 raise
+            if not continue_here:
+                return None
             return WorkflowHandler(await ended_run(self, store, run_id))
+        if not continue_here:
+            from riverbed._engine.durable import owner_id
+
+            await store.release_run(run_id, owner_id())
+            return None
         return await self._continue(snapshot)
 
     async def cancel_run(self, run_id: str) -> RunRecord:

@@ -23,13 +23,44 @@ from riverbed.events import (
     WorkflowTimedOutEvent,
 )
 from riverbed.serialization import EventCodec, RecordedError
-from riverbed.stores.base import RunStatus
+from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import DurableStore, EventRow, RunSnapshot
 
 if TYPE_CHECKING:
     from riverbed.workflow import Workflow
 
-__all__ = ["ended_run", "handoff_submit", "offline_submit"]
+__all__ = ["create_unowned", "ended_run", "handoff_submit", "offline_submit"]
+
+
+async def create_unowned(
+    workflow: Workflow, store: DurableStore, run_id: str, event: Event, state: Any
+) -> None:
+    """Record a new run that no process runs yet (``Workflow.submit``): workers take it."""
+    import time
+
+    from riverbed.serialization import type_key
+
+    codec = EventCodec(registry_for(workflow))
+    key, payload = codec.dump(event)
+    record = RunRecord(
+        run_id=run_id,
+        workflow=workflow.workflow_name,
+        status=RunStatus.RUNNING,
+        started_at=time.time(),
+        workflow_version=workflow.workflow_version,
+    )
+    timeout = workflow._timeout
+    owner = owner_id()
+    await store.create_run(
+        record,
+        EventRow(1, key, payload),
+        workflow._route(type(event)),
+        codec.dump_state(state),
+        type_key(type(state)),
+        owner,
+        time.time() + timeout if timeout is not None else None,
+    )
+    await store.release_run(run_id, owner)
 
 
 async def handoff_submit(

@@ -95,6 +95,7 @@ class DurableRun(Run):
     # -- starting and resuming -----------------------------------------------------------
     async def _record_start(self, record: RunRecord, start_event: Event, seq: int) -> None:
         await self.workflow.open_store()
+        record.workflow_version = self.workflow.workflow_version
         key, payload = self.codec.dump(start_event)
         state = self.ctx._state_store._state
         await self.durable_store.create_run(
@@ -137,6 +138,43 @@ class DurableRun(Run):
             return False
         except StoreError as exc:
             logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+        return True
+
+    # -- workers ---------------------------------------------------------------------------
+    def parkable(self) -> bool:
+        """Whether the run only waits: for an answer from outside (a human), or for a retry
+        backoff. A worker then gives it up (:meth:`abandon`) instead of holding it in
+        memory; its rows say when it needs a process again (``claimable_runs``)."""
+        if self.done or self._booting or not self._owns_row:
+            return False
+        running = 0
+        for rt in self.steps.values():
+            if rt.pending:
+                return False
+            running += rt.running
+        if running == 0:
+            return self.waiting_for_input or bool(self._timers)
+        # every running attempt is suspended in ctx.wait_for_event
+        return running == len(self.waiters._waiters)
+
+    async def abandon(self) -> bool:
+        """Stop executing the run in this process without recording anything, and release
+        it for another process (a worker parking a waiting run, or shutting down). Attempts
+        cut short here run again wherever the run continues. False if the run had already
+        ended, or an answer arrived meanwhile (the run goes on here)."""
+        if self.done:
+            return False
+        looked = self.waiting_for_input and await self._take_outside_events()
+        if looked and not self.parkable():
+            return False  # an answer came in: keep going
+        self._owns_row = False
+        await self.cancel()
+        if self.result.done() and not self.result.cancelled():
+            self.result.exception()  # nobody awaits this copy of the run any more
+        try:
+            await self.durable_store.release_run(self.run_id, owner_id())
+        except StoreError as exc:  # it stays ours until the lease lapses
+            logger.warning("riverbed: could not release run %s: %s", self.run_id, exc)
         return True
 
     def _check_idle(self) -> None:

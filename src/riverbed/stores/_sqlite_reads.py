@@ -23,7 +23,10 @@ from riverbed.stores.durable import (
     WaiterRow,
 )
 
-_RUN_COLUMNS = "run_id, workflow, status, created_at, finished_at, result, error, parent_run_id"
+_RUN_COLUMNS = (
+    "run_id, workflow, status, created_at, finished_at, result, error, parent_run_id,"
+    " workflow_version"
+)
 _EVENT_COLUMNS = "e.seq, e.type_key, e.payload, e.source_step, e.client_event_id"
 
 
@@ -47,8 +50,10 @@ def event_row(row: Any, offset: int = 0) -> EventRow:
 
 
 def run_record(row: Any) -> RunRecord:
-    run_id, workflow, status, created, finished, result, error, parent = row
-    return RunRecord(run_id, workflow, RunStatus(status), created, finished, result, error, parent)
+    run_id, workflow, status, created, finished, result, error, parent, version = row[:9]
+    return RunRecord(
+        run_id, workflow, RunStatus(status), created, finished, result, error, parent, version
+    )
 
 
 def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
@@ -59,7 +64,7 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
     ).fetchone()
     if row is None:
         raise not_found(run_id)
-    state, state_type, version, next_seq, stream_next, deadline, owner = row[8:]
+    state, state_type, version, next_seq, stream_next, deadline, owner = row[9:]
     deliveries = tuple(
         DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6))
         for d in conn.execute(
@@ -80,7 +85,7 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
         )
     )
     return RunSnapshot(
-        record=run_record(row[:8]),
+        record=run_record(row[:9]),
         state=state,
         state_type=state_type,
         next_seq=next_seq,
@@ -191,3 +196,46 @@ def read_state(conn: sqlite3.Connection, run_id: str) -> tuple[str, str]:
     if row is None:
         raise not_found(run_id)
     return str(row[0]), str(row[1])
+
+
+# A run needs a process when nobody runs it (no owner, or the owner's heartbeat lapsed) and it
+# has work: a delivery due (pending past its backoff, or left running by a process that is
+# gone) whose step is not parked on an unanswered wait_for_event, a wait that timed out, or
+# its run deadline.
+_CLAIMABLE = """
+SELECT r.run_id FROM runs r
+WHERE r.status = 'running' AND r.workflow = ?
+  AND (r.workflow_version IS NULL OR r.workflow_version = ?)
+  AND (r.owner IS NULL OR r.owner_heartbeat IS NULL OR r.owner_heartbeat < ?)
+  AND (
+    (r.deadline IS NOT NULL AND r.deadline <= ?)
+    OR EXISTS (
+      SELECT 1 FROM waiters w WHERE w.run_id = r.run_id AND w.resolved_seq IS NULL
+        AND w.timeout_at IS NOT NULL AND w.timeout_at <= ?)
+    OR EXISTS (
+      SELECT 1 FROM deliveries d WHERE d.run_id = r.run_id AND d.status != 'done'
+        AND (d.status = 'running' OR d.visible_at <= ?)
+        AND NOT EXISTS (
+          SELECT 1 FROM waiters w WHERE w.run_id = d.run_id AND w.step = d.step
+            AND w.resolved_seq IS NULL))
+  )
+ORDER BY r.updated_at LIMIT ?
+"""
+
+
+def claimable_runs(
+    conn: sqlite3.Connection,
+    workflows: tuple[tuple[str, str], ...],
+    limit: int,
+    now: float,
+    lease_seconds: float,
+) -> list[str]:
+    found: list[str] = []
+    for name, version in workflows:
+        if len(found) >= limit:
+            break
+        rows = conn.execute(
+            _CLAIMABLE, (name, version, now - lease_seconds, now, now, now, limit - len(found))
+        )
+        found.extend(row[0] for row in rows)
+    return found

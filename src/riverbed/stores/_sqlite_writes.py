@@ -108,7 +108,8 @@ def create_run(
     conn.execute(
         "INSERT INTO runs (run_id, workflow, status, state, state_type, next_seq, owner,"
         " owner_heartbeat, deadline, parent_run_id, created_at, updated_at, finished_at,"
-        " result, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " result, error, workflow_version)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         (
             record.run_id,
             record.workflow,
@@ -125,6 +126,7 @@ def create_run(
             record.finished_at,
             record.result,
             record.error,
+            record.workflow_version,
         ),
     )
     _insert_event(conn, record.run_id, start, now)

@@ -53,6 +53,9 @@ class RunRecord:
     result: Any = None
     error: str | None = None
     parent_run_id: str | None = None
+    #: the version of the workflow's steps that started the run (see
+    #: ``Workflow.workflow_version``); workers only take runs of versions they have
+    workflow_version: str | None = None
 
 
 class StepCommit(NamedTuple):

@@ -13,6 +13,7 @@ class by a name read from their rows.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -290,6 +291,13 @@ class DurableStore(Protocol):
         offset: int = 0,
     ) -> list[RunRecord]:
         """Runs, newest first; ``offset`` skips that many (pagination)."""
+        ...
+
+    async def claimable_runs(self, workflows: Sequence[tuple[str, str]], limit: int) -> list[str]:
+        """Ids of running runs of the given ``(workflow name, version)`` pairs that no live
+        process runs (no owner, or its lease lapsed) and that have work due: a delivery
+        not parked on an unanswered wait, a timed-out wait, or a passed run deadline.
+        Worker processes poll this, then ``acquire_run``; oldest first."""
         ...
 
     async def read_timeline(self, run_id: str) -> list[TimelineRow]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Concatenate, Literal, ParamSpec, TypeVar
@@ -305,6 +305,18 @@ class SqliteStore:
     ) -> list[RunRecord]:
         """Runs, newest first; ``offset`` skips that many (pagination)."""
         return await self._read("listing runs", reads.list_runs, workflow, status, limit, offset)
+
+    async def claimable_runs(self, workflows: Sequence[tuple[str, str]], limit: int) -> list[str]:
+        """Ids of runs that need a process: unowned (or their owner's lease lapsed), of
+        one of ``workflows`` (``(name, version)`` pairs), with work due. Oldest first."""
+        return await self._read(
+            "looking for runs to take",
+            reads.claimable_runs,
+            tuple(workflows),
+            limit,
+            self._now(),
+            self.lease_seconds,
+        )
 
     async def read_timeline(self, run_id: str) -> list[TimelineRow]:
         """The run's events, commits and failed attempts in time order."""
