@@ -236,3 +236,29 @@ async def test_the_version_is_a_digest_of_the_steps_unless_given() -> None:
         version = "2026-11"
 
     assert Named().workflow_version == "2026-11"
+
+
+async def test_an_answer_to_a_run_a_worker_holds_is_recorded_as_answering_the_wait(
+    tmp_path: Path, started: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The answer goes through the store to the worker that holds the run; the waiter is
+    # marked answered in the same transaction, so had the worker parked the run just
+    # before reading it, the next worker would still find the wait over.
+    WaitInStep.before = 0
+    client = WaitInStep(store=url(tmp_path))
+    run_id = await client.submit()
+    worker = Worker([WaitInStep()], store=url(tmp_path), poll_interval=0.05, park_after=60)
+    started(worker)
+    await until(lambda: _waiting(tmp_path, run_id))
+
+    # The answer comes from another process (another owner id than the worker's).
+    monkeypatch.setattr("riverbed._engine.by_id.owner_id", lambda: "elsewhere:1:client")
+    await client.send_event(run_id, HumanResponseEvent(response="fine"), continue_here=False)
+    resolved = _raw(tmp_path, "SELECT resolved_seq FROM waiters WHERE run_id = ?", run_id)[0]
+    assert resolved is not None
+    await until(lambda: _is(client, run_id, RunStatus.COMPLETED))
+    assert WaitInStep.before == 1  # the worker held the run: the step was not run again
+
+
+async def _waiting(tmp_path: Path, run_id: str) -> bool:
+    return _raw(tmp_path, "SELECT count(*) FROM waiters WHERE run_id = ?", run_id)[0] == 1

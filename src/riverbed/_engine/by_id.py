@@ -72,11 +72,27 @@ async def handoff_submit(
     client_event_id: str | None,
 ) -> None:
     """Commit an outside event to a run another live process owns. That process polls for
-    such events while it waits for input, and routes them (see DurableRun._poll_outside)."""
+    such events while it waits for input, and routes them (see DurableRun._poll_outside).
+
+    The waiters the event answers are marked in the same transaction, as offline_submit
+    does: if the owner gives the run up before it saw the event (a worker parking it), the
+    rows alone tell the next process that the wait is over."""
     codec = EventCodec(registry_for(workflow))
     key, payload = codec.dump(event)
-    targets = (step,) if step is not None else workflow._route(type(event))
-    await store.submit_event(run_id, EventRow(0, key, payload, None, client_event_id), targets, ())
+    waiters = await store.read_waiters(run_id)
+    resolves = tuple(
+        w.waiter_id
+        for w in waiters
+        if w.resolved is None and _answers(codec, w.event_type, w.requirements, event)
+    )
+    if step is not None:
+        targets: tuple[str, ...] = (step,)
+    else:
+        waiting = {w.step for w in waiters if w.waiter_id in resolves}
+        targets = tuple(t for t in workflow._route(type(event)) if t not in waiting)
+    await store.submit_event(
+        run_id, EventRow(0, key, payload, None, client_event_id), targets, resolves
+    )
 
 
 async def offline_submit(

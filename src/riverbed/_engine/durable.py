@@ -180,11 +180,14 @@ class DurableRun(Run):
     def _check_idle(self) -> None:
         # A run waiting for input may be answered through another process, which commits
         # the answer to the store (handoff_submit); watch for it while we wait.
+        self._watch_outside()
+        super()._check_idle()
+
+    def _watch_outside(self) -> None:
         if self.waiting_for_input and not self.done and self._owns_row and not self._polling:
             self._polling = True
             # Held weakly, like the heartbeat: a forgotten run is not kept alive by it.
             self._track(self.loop.create_task(_poll_outside(weakref.ref(self))))
-        super()._check_idle()
 
     async def _take_outside_events(self) -> bool:
         """Route events other processes committed; False once there is no need to look."""
@@ -306,6 +309,10 @@ class DurableRun(Run):
             attempt.stream.append(event)  # streamed when the attempt commits
             return
         super().write_stream(event, None)
+        if isinstance(event, InputRequiredEvent):
+            # A wait_for_event question: its step stays running, so the run is not idle,
+            # yet the answer may come through another process.
+            self._watch_outside()
 
     def _target_names(self, event: Event, target: StepRuntime | None) -> tuple[str, ...]:
         if target is not None:

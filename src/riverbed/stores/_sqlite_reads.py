@@ -102,6 +102,8 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
 def read_waiters(
     conn: sqlite3.Connection, run_id: str, waiter_id: str | None = None
 ) -> list[WaiterRow]:
+    if waiter_id is None:
+        run_status(conn, run_id)  # RunNotFoundError for an unknown run
     rows = conn.execute(
         f"SELECT w.waiter_id, w.step, w.event_type, w.requirements, {_EVENT_COLUMNS},"
         " w.timeout_at"

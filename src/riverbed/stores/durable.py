@@ -300,6 +300,11 @@ class DurableStore(Protocol):
         Worker processes poll this, then ``acquire_run``; oldest first."""
         ...
 
+    async def read_waiters(self, run_id: str) -> list[WaiterRow]:
+        """The run's ``wait_for_event`` waiters, answered or not, oldest first. Raises
+        ``RunNotFoundError``."""
+        ...
+
     async def read_timeline(self, run_id: str) -> list[TimelineRow]:
         """The run's history in time order: events entering it, attempts committing and
         failing. Raises ``RunNotFoundError``."""

@@ -318,6 +318,12 @@ class SqliteStore:
             self.lease_seconds,
         )
 
+    async def read_waiters(self, run_id: str) -> list[WaiterRow]:
+        """The run's waiters, answered or not, oldest first."""
+        return await self._read(
+            f"reading the waiters of run {run_id!r}", reads.read_waiters, run_id
+        )
+
     async def read_timeline(self, run_id: str) -> list[TimelineRow]:
         """The run's events, commits and failed attempts in time order."""
         return await self._read(
