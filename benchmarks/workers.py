@@ -1,0 +1,225 @@
+"""Worker benchmark: runs executed by worker processes sharing one store.
+
+    python benchmarks/workers.py [--stores sqlite,postgres] [--pg-url URL] [--runs N]
+                                 [--workers 1,2,4] [--samples N] [--json PATH]
+
+For each store, in one run of this script:
+
+- **hand-off latency**: with idle workers up, one run at a time is submitted from this
+  process (``Workflow.submit``); the latency is from the end of the submit (its row is
+  committed) to the start of the run's first step in a worker, on the wall clock of one
+  machine. Workers wake by polling (SQLite, every 0.1 s here) or by ``LISTEN/NOTIFY``
+  (PostgreSQL), so this shows what the wake-up costs. p50 and p99 over ``--samples`` runs.
+- **step commits per second** with 1, 2 and 4 worker processes: ``--runs`` runs of a
+  10-step chain are submitted, and the wall time from the first submit to the last run's end
+  gives commits (steps) per second. Does throughput grow with workers until the database is
+  the bottleneck?
+
+Each worker is ``python benchmarks/workers.py --serve URL``. Every run's result is checked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from riverbed import Context, Event, StartEvent, StopEvent, Workflow, step  # noqa: E402
+
+CHAIN = 10
+
+
+class Hop(Event):
+    n: int
+
+
+class Chain(Workflow):
+    """S1's shape: ten steps in a row."""
+
+    @step
+    async def first(self, ev: StartEvent) -> Hop:
+        return Hop(n=1)
+
+    @step
+    async def hop(self, ev: Hop) -> Hop | StopEvent:
+        if ev.n + 1 < CHAIN:
+            return Hop(n=ev.n + 1)
+        return StopEvent(result=ev.n + 1)
+
+
+class Ping(Workflow):
+    """One step that says when it started."""
+
+    @step
+    async def ping(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        return StopEvent(result=time.time())
+
+
+def serve(url: str) -> None:
+    from riverbed.worker import run_worker
+
+    print("ready", flush=True)
+    run_worker(
+        [Chain(workflow_name="bench-chain"), Ping(workflow_name="bench-ping")],
+        url,
+        slots=64,
+        poll_interval=0.1,
+    )
+
+
+def start_workers(url: str, n: int) -> list[subprocess.Popen[str]]:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, __file__, "--serve", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        for _ in range(n)
+    ]
+    for proc in procs:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+    time.sleep(1.0)  # imports done, first poll made, LISTEN set up
+    return procs
+
+
+def stop_workers(procs: list[subprocess.Popen[str]]) -> None:
+    for proc in procs:
+        proc.terminate()
+    for proc in procs:
+        proc.wait(timeout=20)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+async def wait_done(workflow: Workflow, run_ids: list[str], timeout: float = 600) -> float:
+    store = workflow.store
+    pending = set(run_ids)
+    deadline = time.monotonic() + timeout
+    while pending:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{len(pending)} runs did not finish")
+        for run_id in list(pending):
+            record = await store.get_run(run_id)
+            if record.status.is_terminal:
+                if record.status.value != "completed":
+                    raise RuntimeError(f"run {run_id} ended {record.status.value}: {record.error}")
+                pending.discard(run_id)
+        if pending:
+            await asyncio.sleep(0.01)
+    return time.time()
+
+
+async def handoff(url: str, samples: int) -> dict[str, float]:
+    client = Ping(store=url, workflow_name="bench-ping")
+    procs = start_workers(url, 1)
+    latencies: list[float] = []
+    try:
+        for _ in range(samples):
+            run_id = await client.submit()
+            submitted = time.time()
+            await wait_done(client, [run_id])
+            started = json.loads((await client.store.get_run(run_id)).result)
+            latencies.append((started - submitted) * 1000)
+    finally:
+        stop_workers(procs)
+        await client.store.close()
+    latencies.sort()
+    return {
+        "p50_ms": statistics.median(latencies),
+        "p99_ms": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "samples": len(latencies),
+    }
+
+
+async def throughput(url: str, workers: int, runs: int) -> dict[str, float]:
+    client = Chain(store=url, workflow_name="bench-chain")
+    procs = start_workers(url, workers)
+    try:
+        began = time.time()
+        ids = [await client.submit() for _ in range(runs)]
+        ended = await wait_done(client, ids)
+        for run_id in ids:
+            assert json.loads((await client.store.get_run(run_id)).result) == CHAIN
+    finally:
+        stop_workers(procs)
+        await client.store.close()
+    seconds = ended - began
+    return {
+        "workers": workers,
+        "runs": runs,
+        "seconds": seconds,
+        "commits_per_s": runs * CHAIN / seconds,
+    }
+
+
+def fresh_sqlite(tmp: Path, name: str) -> str:
+    return f"sqlite:///{tmp / name}.db"
+
+
+async def fresh_postgres(base: str, name: str) -> str:
+    import asyncpg  # type: ignore[import-untyped]
+
+    conn = await asyncpg.connect(base)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--serve", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--stores", default="sqlite", help="sqlite,postgres")
+    parser.add_argument("--pg-url", default=os.environ.get("RIVERBED_TEST_PG_URL"))
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--workers", default="1,2,4")
+    parser.add_argument("--samples", type=int, default=100)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for store in args.stores.split(","):
+            n = 0
+
+            async def fresh(kind: str = store) -> str:
+                nonlocal n
+                n += 1
+                if kind == "sqlite":
+                    return fresh_sqlite(Path(tmp), f"bench{n}")
+                if not args.pg_url:
+                    raise SystemExit("--pg-url (or RIVERBED_TEST_PG_URL) is needed for postgres")
+                return await fresh_postgres(args.pg_url, f"riverbed_bench_{n}")
+
+            entry: dict[str, Any] = {"handoff": await handoff(await fresh(), args.samples)}
+            print(f"{store}: hand-off {entry['handoff']}", flush=True)
+            entry["throughput"] = []
+            for workers in [int(w) for w in args.workers.split(",")]:
+                row = await throughput(await fresh(), workers, args.runs)
+                entry["throughput"].append(row)
+                print(f"{store}: {row}", flush=True)
+            results[store] = entry
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
+        serve(sys.argv[2])
+    else:
+        asyncio.run(main())
