@@ -137,47 +137,6 @@ async def test_without_validation_a_quiet_run_waits_for_outside_events() -> None
     assert await handler == 7
 
 
-async def test_verbose_prints_a_line_per_step_start_and_finish(
-    capsys: pytest.CaptureFixture[str],
-) -> None:
-    class Flow(Workflow):
-        @step
-        async def first(self, ev: StartEvent) -> Job:
-            return Job(n=1)
-
-        @step
-        async def second(self, ev: Job) -> StopEvent:
-            return StopEvent()
-
-    await Flow(verbose=True).run()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines == [
-        "Running step first",
-        "Step first produced Job",
-        "Running step second",
-        "Step second produced StopEvent",
-    ]
-
-
-async def test_verbose_reports_failures_and_retries(
-    capsys: pytest.CaptureFixture[str], clock: FakeClock
-) -> None:
-    class Flow(Workflow):
-        @step(retry_policy=ConstantDelayRetryPolicy(maximum_attempts=2, delay=1.5))
-        async def work(self, ev: StartEvent) -> StopEvent:
-            raise ValueError("nope")
-
-    with pytest.raises(ValueError, match="nope"):
-        await Flow(verbose=True, clock=clock).run()
-    lines = capsys.readouterr().out.splitlines()
-    assert lines == [
-        "Running step work",
-        "Step work failed: ValueError('nope'), retrying in 1.5s",
-        "Running step work",
-        "Step work failed: ValueError('nope')",
-    ]
-
-
 async def test_quiet_by_default(capsys: pytest.CaptureFixture[str]) -> None:
     class Flow(Workflow):
         @step

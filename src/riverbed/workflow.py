@@ -43,6 +43,8 @@ class Workflow:
     ``timeout`` (seconds) bounds a whole run; the default is no limit, so runs that wait for
     a human are not killed. ``num_concurrent_runs`` caps the runs of this instance going on
     at once; more wait their turn. ``disable_validation`` skips the graph checks.
+    ``verbose`` prints a line to stdout when each step starts and finishes (logging and
+    tracing: :mod:`riverbed.tracing`).
     """
 
     _added_steps: ClassVar[dict[str, Callable[..., Any]]] = {}

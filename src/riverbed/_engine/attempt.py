@@ -27,6 +27,7 @@ class Delivery:
         "lineage",
         "memos",
         "seq",
+        "trace",
     )
 
     def __init__(self, event: Event, seq: int, lineage: int = 0) -> None:
@@ -40,6 +41,10 @@ class Delivery:
         self.last_failed_at: float | None = None
         #: ctx.memo values of this delivery (in memory; durable runs keep them in the store)
         self.memos: dict[str, Any] | None = None
+        #: the tracer's handle of the attempt running now, when the run has a tracer (one
+        #: attempt of a delivery runs at a time; kept here because ``_retry_delay`` reports
+        #: a failure and only sees the delivery)
+        self.trace: Any = None
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ Differences from the in-memory :class:`Run`:
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 import os
@@ -311,8 +312,10 @@ class DurableRun(Run):
         super().write_stream(event, None)
         if isinstance(event, InputRequiredEvent):
             # A wait_for_event question: its step stays running, so the run is not idle,
-            # yet the answer may come through another process.
-            self._watch_outside()
+            # yet the answer may come through another process. Started from an empty
+            # context: a task made here would copy the step's (its attempt and event),
+            # keeping them alive as long as the watch goes on.
+            self.loop.call_soon(self._watch_outside, context=contextvars.Context())
 
     def _target_names(self, event: Event, target: StepRuntime | None) -> tuple[str, ...]:
         if target is not None:
@@ -452,9 +455,6 @@ class DurableRun(Run):
             )
         except FencedError:
             return
-        if self.verbose:
-            again = f", retrying in {delay:.3g}s" if delay is not None else ""
-            print(f"Step {rt.spec.name} failed: {error!r}{again}")
         if delay is not None:
             self._schedule_retry(rt, delivery, delay)
             return

@@ -10,7 +10,6 @@ import contextvars
 import functools
 import inspect
 import json
-import logging
 import threading
 import time
 import zlib
@@ -43,6 +42,16 @@ from riverbed.events import (
 )
 from riverbed.step import StepSpec
 from riverbed.stores.base import RunRecord, RunStatus, StepCommit, Store
+from riverbed.tracing import (
+    CANCELLED,
+    FAILED,
+    OK,
+    RETRY,
+    _log_attempt_failed,
+    _log_run_finished,
+    _log_run_started,
+    _tracer_for_run,
+)
 
 if TYPE_CHECKING:
     from riverbed.context import Context
@@ -50,7 +59,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Run", "StepRuntime"]
 
-logger = logging.getLogger("riverbed")
+#: a run's trace before ``run_started`` was called (a durable run resumed from its rows)
+_UNSTARTED: Any = object()
 
 _SEED_KW: dict[type, bool] = {}
 
@@ -94,6 +104,10 @@ class Run:
         self.clock = clock
         self.timeout = timeout
         self.verbose = verbose
+        #: the run's tracer (verbose lines, DEBUG logs, riverbed.tracing); None: no hooks
+        self.tracer = _tracer_for_run(verbose)
+        self._trace: Any = _UNSTARTED
+        self._started = time.perf_counter()
         self.loop = asyncio.get_running_loop()
         self.thread_id = threading.get_ident()
         self._specs = workflow._step_specs()
@@ -131,6 +145,7 @@ class Run:
             if self.parent.children is None:
                 self.parent.children = []
             self.parent.children.append(self)
+        self._observe_start(start_event)
         self._track(self.loop.create_task(self._boot(start_event)))
 
     def start_resumed(
@@ -139,6 +154,7 @@ class Run:
         """Start with the work of a paused run (``Context.from_dict``) instead of an event."""
         if self.parent is not None:
             self.parent.run.children.append(self)
+        self._observe_start(None)
         self._track(self.loop.create_task(self._boot_resumed(queues, collected)))
 
     async def _boot_resumed(
@@ -199,6 +215,13 @@ class Run:
     async def _record_start(self, record: RunRecord, start_event: Event, seq: int) -> None:
         """Tell the store the run starts (a durable run creates its rows here)."""
         await self.store.run_started(record, start_event, seq)
+
+    def _observe_start(self, event: Event | None) -> None:
+        # Called in the code that starts the run, so a tracer sees its context (the span of
+        # the parent step, for a nested run).
+        _log_run_started(self.workflow, self.run_id, event)
+        if self.tracer is not None:
+            self._trace = self.tracer.run_started(self.workflow.workflow_name, self.run_id, event)
 
     def _track(self, task: asyncio.Task[Any]) -> None:
         self._tasks.add(task)
@@ -308,11 +331,12 @@ class Run:
         token = CURRENT_ATTEMPT.set(attempt)
         rt.running += 1
         rt.in_progress[delivery.seq] = delivery
+        traced = self.tracer is not None
         try:
             if self._records_steps and not await self._begin_attempt(attempt):
                 return
-            if self.verbose:
-                print(f"Running step {spec.name}")
+            if traced:
+                self._trace_attempt(delivery, spec.name)
             try:
                 if spec.config.timeout is None and spec.plain_async:
                     # The common case, kept to one coroutine call: no timer, no resources.
@@ -343,9 +367,13 @@ class Run:
             except Exception as exc:
                 await self._on_failure(rt, delivery, attempt, exc)
             else:
+                if traced:
+                    self._trace_success(delivery, result)
                 await self._on_success(rt, delivery, attempt, result)
             rt.in_progress.pop(delivery.seq, None)
         except Exception as exc:  # a bug in routing or in the store: the run cannot go on
+            if traced:
+                self._trace_end(delivery, FAILED, None, exc)
             await self._finish(
                 RunStatus.FAILED, WorkflowFailedEvent(step_name=spec.name, exception=exc), exc
             )
@@ -353,6 +381,8 @@ class Run:
             rt.running -= 1
             CURRENT_ATTEMPT.reset(token)
             self._end_attempt(attempt)
+            if traced:
+                self._trace_end(delivery, CANCELLED)  # if nothing ended it (cancelled)
 
     async def _begin_attempt(self, attempt: Attempt) -> bool:
         """Tell the store an attempt starts; False if it must not run (durable fencing)."""
@@ -361,6 +391,35 @@ class Run:
             self.run_id, attempt.rt.spec.name, delivery.seq, delivery.attempts
         )
         return True
+
+    # -- tracing (only with a tracer: verbose, DEBUG logging or riverbed.tracing) ---------
+    def _trace_attempt(self, delivery: Delivery, step: str) -> None:
+        tracer = self.tracer
+        assert tracer is not None
+        if self._trace is _UNSTARTED:  # resumed from a durable store's rows
+            self._trace = tracer.run_started(self.workflow.workflow_name, self.run_id, None)
+        delivery.trace = tracer.attempt_started(
+            self._trace, step, delivery.attempts, delivery.event
+        )
+
+    def _trace_success(self, delivery: Delivery, result: Any) -> None:
+        if result is None or isinstance(result, Event):
+            self._trace_end(delivery, OK, result)
+        else:  # _on_success fails the run
+            error = TypeError(f"the step returned {type(result).__name__}, not an Event")
+            self._trace_end(delivery, FAILED, None, error)
+
+    def _trace_end(
+        self,
+        delivery: Delivery,
+        outcome: str,
+        result: Event | None = None,
+        error: BaseException | None = None,
+        retry_in: float | None = None,
+    ) -> None:
+        span, delivery.trace = delivery.trace, None
+        if span is not None and self.tracer is not None:
+            self.tracer.attempt_finished(span, outcome, result, error, retry_in)
 
     def _end_attempt(self, attempt: Attempt) -> None:
         """Called when an attempt is over, whatever happened (durable runs free the state
@@ -472,9 +531,6 @@ class Run:
             attempt.produced.append((seq, result))
         if self._records_steps:
             await self._record_commit(spec, delivery, attempt)
-        if self.verbose:
-            produced = type(result).__name__ if result is not None else "no event"
-            print(f"Step {spec.name} produced {produced}")
         if isinstance(result, StopEvent):
             await self.complete(result)
         elif result is not None:
@@ -521,9 +577,6 @@ class Run:
         if attempt.children:
             for child in attempt.children:
                 child.cancel_soon()
-        if self.verbose:
-            again = f", retrying in {delay:.3g}s" if delay is not None else ""
-            print(f"Step {spec.name} failed: {error!r}{again}")
         if delay is not None:
             self._schedule_retry(rt, delivery, delay)
             return
@@ -548,6 +601,20 @@ class Run:
         await self._finish(RunStatus.FAILED, terminal, error)
 
     def _retry_delay(
+        self, spec: StepSpec, delivery: Delivery, elapsed: float, error: Exception
+    ) -> float | None:
+        """The delay before the next attempt, or None for no retry. Both ``_on_failure``
+        call it once per failed attempt before acting on the failure, which makes it the
+        place to report the failure: the retry decision is known and the run has not ended
+        yet (a run span must end after its step spans)."""
+        delay = self._policy_delay(spec, delivery, elapsed, error)
+        if not self.done:
+            _log_attempt_failed(self.run_id, spec.name, delivery.attempts, error, delay)
+        if delivery.trace is not None:
+            self._trace_end(delivery, FAILED if delay is None else RETRY, None, error, delay)
+        return delay
+
+    def _policy_delay(
         self, spec: StepSpec, delivery: Delivery, elapsed: float, error: Exception
     ) -> float | None:
         policy = spec.config.retry_policy
@@ -699,6 +766,7 @@ class Run:
             return
         self.done = True
         self.status = status
+        self._observe_finish(status, terminal, error)
         self.stream.close(terminal)
         current = asyncio.current_task()
         for handle in (self._timeout_handle, *self._timers):
@@ -724,6 +792,19 @@ class Run:
                     self.result.set_result(value)
                 else:
                     self.result.set_exception(error)
+
+    def _observe_finish(
+        self, status: RunStatus, terminal: StopEvent, error: BaseException | None
+    ) -> None:
+        tracer = self.tracer
+        if tracer is not None:
+            # Steps still running are cancelled by this ending: their spans end first.
+            for rt in self.steps.values():
+                for delivery in rt.in_progress.values():
+                    self._trace_end(delivery, CANCELLED)
+            if self._trace is not _UNSTARTED:
+                tracer.run_finished(self._trace, status.value, terminal, error)
+        _log_run_finished(self.workflow, self.run_id, status, self._started, error)
 
 
 async def _call_maybe_async(compute: Callable[[], Any]) -> Any:
