@@ -154,3 +154,26 @@ async def test_the_handler_context_can_write_to_a_running_stream() -> None:
     release.set()
     events = [ev async for ev in handler.stream_events()]
     assert [type(e) for e in events] == [Tick, StopEvent]
+
+
+async def test_a_reader_cancelled_while_waiting_does_not_end_the_other_readers() -> None:
+    class Ticker(Workflow):
+        @step
+        async def tick(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            await asyncio.sleep(0.05)
+            ctx.write_event_to_stream(Event(msg="tick"))
+            return StopEvent(result="done")
+
+    handler = Ticker().run()
+
+    async def read() -> list[Event]:
+        return [ev async for ev in handler.stream_events()]
+
+    quitter = asyncio.create_task(read())
+    stayer = asyncio.create_task(read())
+    await asyncio.sleep(0.01)  # both are waiting on the stream now
+    quitter.cancel()
+    events = await stayer
+    assert [type(ev).__name__ for ev in events] == ["Event", "StopEvent"]
+    assert quitter.cancelled()
+    assert await handler == "done"

@@ -43,7 +43,9 @@ class EventStream:
             return
         if self._signal is None:
             self._signal = asyncio.get_running_loop().create_future()
-        await self._signal
+        # Shielded: the future is shared, and a reader that is cancelled while waiting
+        # must not cancel it under the other readers.
+        await asyncio.shield(self._signal)
 
     def write(self, event: Event) -> None:
         if self._closed:

@@ -1,0 +1,1 @@
+"""Workflow modules the server tests serve (``server_workflows.*``, tests/ is on the path)."""

@@ -1,0 +1,104 @@
+"""CORS (off unless origins are configured, never with credentials), the generic 500
+problem (no traceback leaks), and refusing to start without a token beyond loopback."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from riverbed.server import ServerConfigError, create_app, run_server
+from riverbed.server.app import app_service
+from riverbed.stores.sqlite import SqliteStore
+from server_workflows.approval import Approval
+from server_workflows.harness import TESTS, serve
+
+ORIGIN = "http://app.example"
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "runs.db")
+    yield store
+    await store.close()
+
+
+async def test_cors_is_off_by_default(store: SqliteStore) -> None:
+    async with serve(create_app([Approval(store=store)])) as base, httpx.AsyncClient() as http:
+        response = await http.get(f"{base}/api/runs", headers={"origin": ORIGIN})
+        assert response.status_code == 200
+        assert "access-control-allow-origin" not in response.headers
+
+
+async def test_cors_allows_only_configured_origins_without_credentials(
+    store: SqliteStore,
+) -> None:
+    app = create_app([Approval(store=store)], cors_origins=[ORIGIN], token="x" * 20)
+    async with serve(app) as base, httpx.AsyncClient() as http:
+        preflight = await http.options(
+            f"{base}/api/runs",
+            headers={
+                "origin": ORIGIN,
+                "access-control-request-method": "GET",
+                "access-control-request-headers": "authorization",
+            },
+        )
+        assert preflight.status_code == 200  # no token needed for a preflight
+        assert preflight.headers["access-control-allow-origin"] == ORIGIN
+        assert "access-control-allow-credentials" not in preflight.headers
+        denied = await http.get(f"{base}/api/runs", headers={"origin": ORIGIN})
+        assert denied.status_code == 401
+        assert denied.headers["access-control-allow-origin"] == ORIGIN  # readable 401
+        other = await http.get(f"{base}/api/runs", headers={"origin": "http://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+async def test_an_unexpected_error_is_a_generic_problem_and_logged(
+    store: SqliteStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app([Approval(store=store)])
+
+    async def broken(run_id: str) -> None:
+        raise RuntimeError("secret internal detail")
+
+    app_service(app).find = broken  # type: ignore[method-assign,assignment]
+    with caplog.at_level(logging.ERROR, logger="riverbed.server"):
+        async with serve(app) as base, httpx.AsyncClient() as http:
+            response = await http.get(f"{base}/api/runs/some-run")
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    body = response.json()
+    assert body["type"] == "urn:riverbed:problem:internal-error"
+    assert "secret" not in response.text
+    assert "Traceback" not in response.text
+    assert "secret internal detail" in caplog.text  # the operator sees it in the log
+
+
+def test_run_server_refuses_to_listen_beyond_loopback_without_a_token(tmp_path: Path) -> None:
+    workflow = Approval(store=SqliteStore(tmp_path / "runs.db"))
+    with pytest.raises(ServerConfigError, match="without a token"):
+        run_server([workflow], None, "0.0.0.0", 8000, None)
+    with pytest.raises(ServerConfigError, match="in memory"):
+        run_server([Approval()], None, "127.0.0.1", 8000, None)
+
+
+def test_module_entry_point_reports_bad_settings_in_one_line() -> None:
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "riverbed.server", "server_workflows.approval:Approval"),
+            *("--host", "0.0.0.0", "--store", "sqlite:///unused.db"),
+        ],
+        cwd=TESTS,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: Refusing to listen on '0.0.0.0' without a token")
+    assert "Traceback" not in done.stderr
+    assert not (TESTS / "unused.db").exists()
