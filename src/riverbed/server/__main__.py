@@ -23,10 +23,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--token", default=os.environ.get("RIVERBED_TOKEN"), help="or RIVERBED_TOKEN"
     )
+    parser.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="only record runs and answers; `riverbed worker` processes execute them",
+    )
     args = parser.parse_args(argv)
     try:
         workflows = [load_workflow(spec) for spec in args.workflows]
-        run_server(workflows, args.store, args.host, args.port, args.token)
+        run_server(
+            workflows, args.store, args.host, args.port, args.token, execute=not args.no_execute
+        )
     except (WorkflowError, ValueError, ImportError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

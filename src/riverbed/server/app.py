@@ -72,6 +72,7 @@ def create_app(
     max_body_bytes: int = 1_000_000,
     poll_seconds: float = 0.2,
     page: bool = True,
+    execute: bool = True,
 ) -> Starlette:
     """The app serving ``workflows`` (each with a durable store).
 
@@ -80,10 +81,12 @@ def create_app(
     allowed to call the API from a browser (none by default; credentials are never
     allowed). ``max_body_bytes``: larger request bodies get 413. ``poll_seconds``: how
     often a followed run executing in another process is looked up. ``page``: serve the
-    run inspector at ``/``.
+    run inspector at ``/``. ``execute=False``: the server only records runs and answers
+    (``Workflow.submit``, ``send_event(continue_here=False)``); ``riverbed worker``
+    processes sharing the store execute them.
     """
     catalog = Catalog(workflows)
-    service = RunService(catalog, poll_seconds)
+    service = RunService(catalog, poll_seconds, execute)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -34,12 +34,14 @@ def run_server(
     *,
     cors_origins: Sequence[str] = (),
     log_level: str = "info",
+    execute: bool = True,
 ) -> None:
     """Serve ``workflows`` on ``host:port`` until interrupted.
 
     ``store_url`` (``sqlite:///runs.db``) replaces the workflows' own stores. Listening
     beyond loopback requires a ``token``. Raises ``ServerConfigError`` (a ``ValueError``)
-    for a setting that cannot work, before anything listens.
+    for a setting that cannot work, before anything listens. ``execute=False`` leaves
+    executing runs to ``riverbed worker`` processes sharing the store.
     """
     import uvicorn
 
@@ -48,7 +50,7 @@ def run_server(
     check_binding(host, token)
     if store_url is not None:
         use_store(workflows, store_url)
-    app = create_app(workflows, token=token, cors_origins=cors_origins)
+    app = create_app(workflows, token=token, cors_origins=cors_origins, execute=execute)
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5
     )

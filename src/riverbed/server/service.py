@@ -63,8 +63,11 @@ def run_json(record: RunRecord) -> dict[str, Any]:
 class RunService:
     """The runs of the served workflows."""
 
-    def __init__(self, catalog: Catalog, poll_seconds: float = 0.2) -> None:
+    def __init__(self, catalog: Catalog, poll_seconds: float = 0.2, execute: bool = True) -> None:
         self.catalog = catalog
+        #: False: runs are only recorded (started, answered) and ``riverbed worker``
+        #: processes sharing the store execute them
+        self.execute = execute
         #: handlers of runs executing in this process, started or continued by the server
         self.handlers: dict[str, WorkflowHandler] = {}
         #: set when the run of that handler ends
@@ -167,6 +170,8 @@ class RunService:
                 pass
             else:
                 raise Problem(409, "run-exists", f"A run with id {run_id!r} exists already.")
+        if not self.execute:
+            return await wf.submit(event, run_id=run_id)
         handler = wf.run(start_event=event, run_id=run_id)
         self._keep(handler)
         deadline = time.monotonic() + _RECORD_WAIT
@@ -230,7 +235,9 @@ class RunService:
                 )
         if record.status.is_terminal and client_event_id is None:
             raise Problem(409, "run-finished", f"Run {run_id} has ended ({record.status.value}).")
-        handler = await wf.send_event(run_id, event, step=step, client_event_id=client_event_id)
+        handler = await wf.send_event(
+            run_id, event, step=step, client_event_id=client_event_id, continue_here=self.execute
+        )
         if handler is not None and not handler.done():
             self._keep(handler)
         return {"run_id": run_id, "accepted": True, "executes_here": handler is not None}
