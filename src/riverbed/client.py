@@ -68,7 +68,9 @@ class RunFailed(Exception):
 @dataclass(frozen=True)
 class StreamEvent:
     """One message of a run's stream: ``kind`` is ``"stream"`` (a durable stream event,
-    numbered by ``seq``) or ``"end"`` (the run's terminal event, the last message)."""
+    numbered by ``seq``), ``"live"`` (an event written with ``durable=False``: sent while
+    you are connected, never stored, so ``seq`` is None and a reconnect does not repeat
+    it) or ``"end"`` (the run's terminal event, the last message)."""
 
     kind: str
     seq: int | None
@@ -108,7 +110,7 @@ class _SseParser:
 
 def _to_event(message: tuple[str, str | None, str]) -> StreamEvent | None:
     kind, seq, data = message
-    if kind not in ("stream", "end"):
+    if kind not in ("stream", "live", "end"):
         return None
     body = json.loads(data)
     return StreamEvent(

@@ -219,8 +219,14 @@ class Context(Generic[S]):
             )
         return rt
 
-    def write_event_to_stream(self, ev: Event | None) -> None:
-        """Publish ``ev`` to the run's stream (``handler.stream_events()``); None is ignored."""
+    def write_event_to_stream(self, ev: Event | None, *, durable: bool = True) -> None:
+        """Publish ``ev`` to the run's stream (``handler.stream_events()``); None is ignored.
+
+        In a durable run, stream events commit with their step (readers see them once the
+        step's commit is done, and can read them again later). ``durable=False`` sends
+        ``ev`` to readers at once and never stores it: for tokens and progress that are
+        worth showing live but not keeping. The HTTP server marks such events as live.
+        """
         if ev is None:
             return
         run = self._run
@@ -230,11 +236,11 @@ class Context(Generic[S]):
         if attempt is not None and attempt.run is not run:
             attempt = None
         if threading.get_ident() != run.thread_id:
-            run.loop.call_soon_threadsafe(run.write_stream, ev, attempt)
+            run.loop.call_soon_threadsafe(run.write_stream, ev, attempt, not durable)
         elif run.plain_stream and not isinstance(ev, InputRequiredEvent):
             run.stream.write(ev)  # the common case: no journal, no parent, no question
         else:
-            run.write_stream(ev, attempt)
+            run.write_stream(ev, attempt, not durable)
 
     def collect_events(
         self, ev: Event, expected: Sequence[type[Event]], buffer_id: str | None = None

@@ -303,13 +303,18 @@ class DurableRun(Run):
             attempt.targets = {}
         return attempt.targets
 
-    def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:
-        if attempt is not None and not self.done:
+    def write_stream(
+        self, event: Event, attempt: Attempt | None = None, live: bool = False
+    ) -> None:
+        if attempt is not None and not live and not self.done:
             if isinstance(event, InputRequiredEvent):
                 attempt.asked_input = True
             attempt.stream.append(event)  # streamed when the attempt commits
             return
-        super().write_stream(event, None)
+        # Outside an attempt's commit nothing is stored: a nested run's events, events
+        # written live. A wait_for_event question is the exception (register_waiter
+        # stored it with its waiter).
+        super().write_stream(event, None, live or not isinstance(event, InputRequiredEvent))
         if isinstance(event, InputRequiredEvent):
             # A wait_for_event question: its step stays running, so the run is not idle,
             # yet the answer may come through another process. Started from an empty
@@ -406,7 +411,7 @@ class DurableRun(Run):
         self._preclaimed.update(new_claims)
         self._release_writer(attempt, restore=False)
         for event in attempt.stream:
-            super().write_stream(event, None)
+            super().write_stream(event, None)  # committed: not live
         if status is not None:
             self._finished_by_commit = True
         for seq, event in attempt.produced:

@@ -660,7 +660,10 @@ class Run:
         return self.runtime(wildcard) if wildcard is not None else None
 
     # -- stream --------------------------------------------------------------------------
-    def write_stream(self, event: Event, attempt: Attempt | None = None) -> None:
+    def write_stream(
+        self, event: Event, attempt: Attempt | None = None, live: bool = False
+    ) -> None:
+        """Publish ``event``; ``live``: for readers now only, never stored."""
         if self.done:
             return
         if isinstance(event, InputRequiredEvent):
@@ -669,15 +672,15 @@ class Run:
                 attempt.asked_input = True
         if attempt is not None and self._records_steps:
             attempt.stream.append(event)
-        self.stream.write(event)
+        self.stream.write(event, live)
         if self.parent is not None and not isinstance(event, StopEvent):
             parent = self.parent.run
             if parent.thread_id == self.thread_id:
-                parent.write_stream(event)
+                parent.write_stream(event, None, live)
             else:
                 # A child started with run_sync() inside a sync step runs on its own loop
                 # in the step's thread; the parent's stream belongs to the parent's loop.
-                parent.call_threadsafe(parent.write_stream, event)
+                parent.call_threadsafe(parent.write_stream, event, None, live)
 
     # -- endings -------------------------------------------------------------------------
     async def complete(self, stop: StopEvent) -> None:

@@ -16,12 +16,14 @@ class EventStream:
     write resolves, so a burst of writes costs one wake-up per reader, not one per event.
     """
 
-    __slots__ = ("_closed", "_events", "_signal", "terminal")
+    __slots__ = ("_closed", "_events", "_live", "_signal", "terminal")
 
     def __init__(self) -> None:
         self._events: list[Event] = []
         self._signal: asyncio.Future[None] | None = None
         self._closed = False
+        #: positions of live events: shown to readers, never stored (durable runs)
+        self._live: set[int] | None = None
         #: the event that ended the run, once it has ended
         self.terminal: StopEvent | None = None
 
@@ -47,11 +49,21 @@ class EventStream:
         # must not cancel it under the other readers.
         await asyncio.shield(self._signal)
 
-    def write(self, event: Event) -> None:
+    def write(self, event: Event, live: bool = False) -> None:
         if self._closed:
             return
+        if live:
+            if self._live is None:
+                self._live = set()
+            self._live.add(len(self._events))
         self._events.append(event)
         self._wake()
+
+    def is_live(self, position: int) -> bool:
+        """Whether the event at ``position`` is live only: a durable run did not store it
+        (``write_event_to_stream(ev, durable=False)``, or a nested run's event), so a
+        reader of the store will not see it."""
+        return self._live is not None and position in self._live
 
     def close(self, last: StopEvent | None = None) -> None:
         """Append the terminal event (if any) and end every reader after it."""

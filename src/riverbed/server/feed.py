@@ -58,6 +58,9 @@ class RunFeed:
         #: the terminal event's frame, once the run has ended and every row is read
         self.end: bytes | None = None
         self.error: BaseException | None = None
+        #: SSE frames of live events (never stored) of the run executing in this process;
+        #: a follower gets those pushed after it connected
+        self.live: list[bytes] = []
         self.followers = 0
         self._terminal = terminal
         self._poll = poll_seconds
@@ -117,6 +120,11 @@ class RunFeed:
         """Read the store now: the run executing here has just committed."""
         self._poke.set()
 
+    def push_live(self, frame: bytes) -> None:
+        """A live event of the run executing here, for the followers connected now."""
+        self.live.append(frame)
+        self._wake()
+
     async def _idle(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._poke.wait(), self._poll)
@@ -166,6 +174,13 @@ class FeedHub:
         if feed is not None:
             feed.poke()
 
+    def push_live(self, run_id: str, message: dict[str, Any]) -> None:
+        """Send a live event of ``run_id`` to its followers (if any) as ``event: live``,
+        without an id: it is not in the durable stream, so it cannot be resumed from."""
+        feed = self._feeds.get(run_id)
+        if feed is not None:
+            feed.push_live(sse_frame("live", message))
+
     async def close(self) -> None:
         """Stop every feed (the app is shutting down)."""
         feeds, self._feeds = list(self._feeds.values()), {}
@@ -180,7 +195,13 @@ async def follow_frames(
     then the terminal event; a comment line every ``heartbeat`` seconds while idle."""
     async with hub.follow(store, run_id) as feed:
         position = after
+        live = len(feed.live)  # live events are for followers connected when they happen
         while True:
+            if live < len(feed.live):
+                ready = len(feed.live)
+                yield b"".join(feed.live[live:ready])
+                live = ready
+                continue
             frames = feed.frames
             if position < len(frames):
                 # Everything this follower has not had yet, in one write.
@@ -197,7 +218,7 @@ async def follow_frames(
                     "error", {"detail": f"Reading the run's stream failed: {feed.error}"}
                 )
                 return
-            before = len(feed.frames)
+            before = (len(feed.frames), len(feed.live))
             await feed.changed(heartbeat)
-            if len(feed.frames) == before and not feed.finished:
+            if (len(feed.frames), len(feed.live)) == before and not feed.finished:
                 yield b": keep-alive\n\n"

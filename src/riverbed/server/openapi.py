@@ -263,7 +263,10 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": {
                     "200": {
-                        "description": "id: <seq>, event: stream | end, data: JSON",
+                        "description": (
+                            "id: <seq>, event: stream | end, data: JSON; event: live (no id)"
+                            " for events written with durable=False"
+                        ),
                         "content": {"text/event-stream": {"schema": {"type": "string"}}},
                     },
                     "400": _problem("Last-Event-ID is not a number."),

@@ -55,6 +55,15 @@ def validation_problem(exc: ValidationError, what: str) -> Problem:
     )
 
 
+def live_message(event: Event) -> dict[str, Any]:
+    """The JSON a client gets for a live (never stored) stream event."""
+    try:
+        data: Any = json.loads(event.model_dump_json())
+    except (TypeError, ValueError):
+        data = {"repr": repr(event)}  # a value JSON cannot hold: show it, do not fail
+    return {"type": type(event).__name__, "type_key": type_key(type(event)), "data": data}
+
+
 def run_json(record: RunRecord) -> dict[str, Any]:
     """A run as the API shows it (``riverbed.inspection.record_to_dict``)."""
     return record_to_dict(record)
@@ -101,9 +110,15 @@ class RunService:
         # cancelled before the run ends (a reader cancelled while it waits would cancel
         # the stream's shared wake-up for the run's other readers); it ends with the run.
         run_id = handler.run_id
+        stream = handler._run.stream
         try:
-            async for _ in handler.stream_events():
-                self.hub.poke(run_id)
+            position = 0
+            async for event in handler.stream_events():
+                if stream.is_live(position):
+                    self.hub.push_live(run_id, live_message(event))
+                else:
+                    self.hub.poke(run_id)
+                position += 1
         finally:
             self.hub.poke(run_id)
             if self.handlers.get(run_id) is handler:
