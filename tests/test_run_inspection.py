@@ -249,3 +249,31 @@ async def test_a_version_2_database_is_upgraded_and_its_old_runs_read(tmp_path: 
     raw.close()
     kinds = [row.kind for row in await workflow.store.read_timeline("r")]
     assert (kinds.count("commit"), kinds.count("failure")) == (2, 1)
+
+
+class Busy(Workflow):
+    @step
+    async def churn(self, ctx: Context, ev: StartEvent) -> Drafted:
+        await asyncio.sleep(0.3)  # cancelled from elsewhere meanwhile: its commit is refused
+        return Drafted(text="x")
+
+    @step
+    async def finish(self, ev: Drafted) -> StopEvent:
+        return StopEvent(result=ev.text)
+
+
+async def test_a_busy_run_cancelled_elsewhere_ends_cancelled_in_its_process(
+    tmp_path: Path,
+) -> None:
+    owner = Busy(store=url(tmp_path))  # default lease: the heartbeat would take 10 s
+    handler = owner.run(run_id="b")
+    await asyncio.sleep(0.1)
+    elsewhere = Busy(store=url(tmp_path))
+    await elsewhere.cancel_run("b")
+    with pytest.raises(WorkflowCancelledByUser):
+        await asyncio.wait_for(asyncio.shield(handler), 3)
+    record = await owner.store.get_run("b")
+    assert record.status is RunStatus.CANCELLED
+    assert await owner.store.read_timeline("b") == [
+        row for row in await owner.store.read_timeline("b") if row.kind == "event"
+    ]  # the refused commit left nothing behind

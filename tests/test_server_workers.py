@@ -44,4 +44,3 @@ async def test_a_recording_server_leaves_execution_to_a_worker(tmp_path: Path) -
         worker.stop()
         await asyncio.wait_for(task, 10)
         await app_workflow.store.close()
-

@@ -83,6 +83,7 @@ class DurableRun(Run):
         self._writer = asyncio.Lock()
         self._finished_by_commit = False
         self._polling = False
+        self._confirming_end = False
         #: (event seq, step) -> claim token of deliveries our own commits claimed for us
         self._preclaimed: dict[tuple[int, str], str] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
@@ -182,7 +183,40 @@ class DurableRun(Run):
         # A run waiting for input may be answered through another process, which commits
         # the answer to the store (handoff_submit); watch for it while we wait.
         self._watch_outside()
+        if self._confirming_end:
+            return  # the run may have ended elsewhere; _confirm_end looks again after
         super()._check_idle()
+
+    def _confirm_end(self) -> None:
+        """The store refused a claim or commit: if the run ended in the store (cancelled
+        by id from another process, or finished by a process that took it over), end it
+        here the same way instead of going on (or calling it stuck)."""
+        if self.done or self._confirming_end:
+            return
+        self._confirming_end = True
+        self.background(self._confirm_end_now())
+
+    async def _confirm_end_now(self) -> None:
+        try:
+            record = await self.durable_store.get_run(self.run_id)
+        except StoreError:
+            record = None
+        finally:
+            self._confirming_end = False
+        if self.done:
+            return
+        if record is None or not record.status.is_terminal:
+            self._check_idle()
+            return
+        self._owns_row = False  # the store has the outcome: record nothing more
+        if record.status is RunStatus.CANCELLED:
+            await self.cancel()
+            return
+        error = WorkflowRuntimeError(
+            f"Run {self.run_id} ended in another process ({record.status.value}); this "
+            "process stopped executing it. Read its outcome from the store."
+        )
+        await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=error), error)
 
     def _watch_outside(self) -> None:
         if self.waiting_for_input and not self.done and self._owns_row and not self._polling:
@@ -274,7 +308,9 @@ class DurableRun(Run):
                 getattr(self.durable_store, "lease_seconds", 30.0),
             )
         except FencedError:
-            return False  # already committed (or the run ended): nothing to do
+            # Already committed, or the run ended: maybe elsewhere (cancelled by id).
+            self._confirm_end()
+            return False
         crashpoints.hit("after_claim")
         return True
 
@@ -406,6 +442,7 @@ class DurableRun(Run):
             )
             attempt.undo_collects()
             self._release_writer(attempt, restore=True)
+            self._confirm_end()
             return
         crashpoints.hit("after_commit")
         self._preclaimed.update(new_claims)
@@ -459,6 +496,7 @@ class DurableRun(Run):
                 attempt.started_at,
             )
         except FencedError:
+            self._confirm_end()
             return
         if delay is not None:
             self._schedule_retry(rt, delivery, delay)

@@ -1,0 +1,7 @@
+"""``python -m riverbed.cli``: the same as the ``riverbed`` command."""
+
+import sys
+
+from riverbed.cli import main
+
+sys.exit(main())

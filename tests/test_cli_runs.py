@@ -1,0 +1,171 @@
+"""``riverbed runs list | show | cancel | prune | resume`` on a SQLite store, in-process
+through ``main(argv)`` (plus one live run in a subprocess for ``cancel``)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_workflows.harness import flow, start
+from riverbed.cli import main
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A store with a completed run g1 (greeter, name=ana) and a failed run b1 (Boom)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("RIVERBED_STORE", raising=False)
+    url = "sqlite:///runs.db"
+    assert main(["run", flow("greeter"), "-a", "name=ana", "--store", url, "--run-id", "g1"]) == 0
+    assert main(["run", flow("Boom"), "-q", "--store", url, "--run-id", "b1"]) == 1
+    return url
+
+
+def test_list_shows_a_table_of_runs_newest_first(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "list", "--store", store]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == [
+        "RUN",
+        "ID",
+        "WORKFLOW",
+        "STATUS",
+        "STARTED",
+        "DURATION",
+        "RESULT",
+        "/",
+        "ERROR",
+    ]
+    assert lines[1].split()[:3] == ["b1", "Boom", "failed"]
+    assert "ValueError: the flux capacitor is empty" in lines[1]
+    assert lines[2].split()[:3] == ["g1", "Greeter", "completed"]
+    assert '{"greeting": "hello ana"}' in lines[2]
+
+
+def test_list_filters_pages_and_prints_json(
+    store: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RIVERBED_STORE", store)  # no --store: the environment names it
+    capsys.readouterr()
+    assert main(["runs", "list", "--json", "--status", "completed"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert [(r["run_id"], r["status"], r["result"]) for r in runs] == [
+        ("g1", "completed", {"greeting": "hello ana"})
+    ]
+    assert main(["runs", "list", "--json", "--limit", "1", "--offset", "1"]) == 0
+    assert [r["run_id"] for r in json.loads(capsys.readouterr().out)] == ["g1"]
+    assert main(["runs", "list", "--workflow", "flows.Nothing"]) == 0
+    assert capsys.readouterr().out == "No runs.\n"
+
+
+def test_show_prints_the_timeline_state_and_result(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "show", "g1", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("run g1  flows.Greeter\nstatus completed")
+    timeline = out.split("Timeline\n")[1].split("\n\n")[0].splitlines()
+    rows = [line.split()[1:4] for line in timeline[1:]]
+    assert rows == [
+        ["event", "#1", "Greet"],
+        ["commit", "compose", "#1"],
+        ["event", "#2", "Greeting"],
+        ["commit", "finish", "#2"],
+        ["event", "#3", "StopEvent"],
+    ]
+    assert "Result\n" in out
+    assert '"greeting": "hello ana"' in out.split("Result\n")[1]
+
+
+def test_show_of_a_failed_run_names_the_error(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "show", "b1", "--store", store]) == 0
+    out = capsys.readouterr().out
+    assert "status failed" in out
+    assert "failure  explode" in " ".join(out.split("Timeline")[1].split()) or "failure" in out
+    assert out.rstrip().endswith("ValueError: the flux capacitor is empty")
+
+
+def test_show_json_is_the_whole_run_for_machines(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "show", "g1", "--json", "--store", store]) == 0
+    details = json.loads(capsys.readouterr().out)
+    assert details["run"]["run_id"] == "g1"
+    assert details["result"] == {"greeting": "hello ana"}
+    assert [e["type"] for e in details["events"]] == ["Greet", "Greeting", "StopEvent"]
+    assert [e["type"] for e in details["stream"]][:1] == ["Greeting"]
+    assert [(a["step"], a["outcome"]) for a in details["attempts"]] == [
+        ("compose", "committed"),
+        ("finish", "committed"),
+    ]
+
+
+def test_resume_of_a_finished_run_is_refused_in_one_line(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "resume", "g1", "--workflow", flow("greeter"), "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("riverbed: error: ")
+    assert "g1" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_resume_needs_the_workflow(store: str, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    assert main(["runs", "resume", "g1", "--store", store]) == 2
+    assert "runs resume RUN_ID MODULE:NAME" in capsys.readouterr().err
+
+
+def test_prune_deletes_finished_runs_older_than_the_age(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "prune", "--older-than", "7d", "--store", store]) == 0
+    assert "Deleted 0 finished run(s) older than 7d." in capsys.readouterr().err
+    time.sleep(0.02)
+    assert main(["runs", "prune", "--older-than", "0.01s", "--store", store]) == 0
+    assert "Deleted 2 finished run(s)" in capsys.readouterr().err
+    assert main(["runs", "list", "--json", "--store", store]) == 0
+    assert json.loads(capsys.readouterr().out) == []
+
+
+def test_prune_rejects_an_age_without_a_unit(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["runs", "prune", "--older-than", "7", "--store", store]) == 2
+    assert "like 7d or 12h" in capsys.readouterr().err
+
+
+def test_cancel_stops_a_run_going_on_in_another_process(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    # A short lease: the running process heartbeats (and so sees the cancel) every 0.2 s.
+    url = "sqlite:///live.db?lease_seconds=0.6"
+    proc = start("run", flow("Waits"), "--store", url, "--run-id", "w1", cwd=tmp_path)
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "live.db").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    assert main(["runs", "cancel", "w1", "--store", url]) == 0
+    assert "Run w1 cancelled." in capsys.readouterr().err
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 4, err
+    assert "was cancelled" in err
+    with sqlite3.connect(tmp_path / "live.db") as db:
+        assert db.execute("SELECT status FROM runs").fetchall() == [("cancelled",)]
+    assert main(["runs", "cancel", "w1", "--store", url]) == 2
+    assert "already ended (cancelled)" in capsys.readouterr().err
