@@ -49,6 +49,10 @@ def _run(args: argparse.Namespace) -> int:
     workflow = load_workflow(args.workflow)
     use_store(workflow, store_url(args.store))
     start = build_start_event(workflow.start_event_class, args.args, args.json_args)
+    if args.submit:
+        from riverbed.cli.running import submit_workflow
+
+        return run_async(submit_workflow(workflow, start, args.run_id), workflow.store)
     session = Session(args.workflow, _console(), quiet=args.quiet, store_url=store_url(args.store))
     return run_async(run_workflow(workflow, start, args.run_id, session), workflow.store)
 
@@ -122,7 +126,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "draw":
         return _draw(args)
     if command == "serve":
-        return extras.serve(args.workflows, store_url(args.store), args.host, args.port, args.token)
+        return extras.serve(
+            args.workflows,
+            store_url(args.store),
+            args.host,
+            args.port,
+            args.token,
+            execute=not args.no_execute,
+        )
     return extras.work(args.workflows, store_url(args.store), args.slots)
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import logging
 import os
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,12 +41,22 @@ def _finish(outcome: Any) -> None:
 
 
 def serve(
-    specs: Sequence[str], store_url: str | None, host: str, port: int, token: str | None
+    specs: Sequence[str],
+    store_url: str | None,
+    host: str,
+    port: int,
+    token: str | None,
+    *,
+    execute: bool = True,
 ) -> int:
     """Load the workflows and hand them to ``riverbed.server.run_server``."""
     workflows = _load_all(specs)
     run_server = _entry("riverbed.server", "run_server", "serve", "server")
-    _finish(run_server(workflows, store_url, host, port, token or os.environ.get("RIVERBED_TOKEN")))
+    token = token or os.environ.get("RIVERBED_TOKEN")
+    if execute:
+        _finish(run_server(workflows, store_url, host, port, token))
+    else:
+        _finish(run_server(workflows, store_url, host, port, token, execute=False))
     return 0
 
 
@@ -58,5 +70,14 @@ def work(specs: Sequence[str], store_url: str | None, slots: int) -> int:
         raise UsageError(f"--slots must be at least 1, got {slots}.")
     workflows = _load_all(specs)
     run_worker = _entry("riverbed.worker", "run_worker", "worker", "postgres")
-    _finish(run_worker(workflows, store_url, slots))
+    # A worker is a service: say on stderr which runs it takes, parks and releases.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    log = logging.getLogger("riverbed.worker")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        _finish(run_worker(workflows, store_url, slots))
+    finally:
+        log.removeHandler(handler)
     return 0

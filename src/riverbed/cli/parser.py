@@ -141,6 +141,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run.add_argument(
         "--quiet", "-q", action="store_true", help="no progress, only questions and the result"
     )
+    run.add_argument(
+        "--submit",
+        action="store_true",
+        help="only record the run in the (durable, shared) store, print its id and exit: "
+        "`riverbed worker` processes execute it",
+    )
 
 
 def _add_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -252,6 +258,12 @@ def _add_extras(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "--token",
         help="bearer token clients must send (default: $RIVERBED_TOKEN); needed when "
         "binding beyond loopback",
+    )
+    serve.add_argument(
+        "--no-execute",
+        action="store_true",
+        help="only record runs and answers in the store; `riverbed worker` processes "
+        "sharing it execute them",
     )
 
     worker = _add(sub, "worker", "execute durable runs from a shared store (scale-out worker)")

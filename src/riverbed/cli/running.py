@@ -222,6 +222,22 @@ async def run_workflow(
     return await _drive(workflow, handler, display, session)
 
 
+async def submit_workflow(workflow: Workflow, start: StartEvent, run_id: str | None) -> int:
+    """Record a run for worker processes without running it; print its id."""
+    if not getattr(workflow.store, "durable", False):
+        raise UsageError(
+            "--submit records the run for `riverbed worker` processes, which need a shared "
+            "durable store: pass --store sqlite:///runs.db (or a postgresql:// URL)."
+        )
+    await open_store(workflow.store)
+    try:
+        new_id = await workflow.submit(start, run_id=run_id)
+    except RunExistsError as exc:
+        raise UsageError(one_line(exc)) from exc
+    print(new_id)
+    return 0
+
+
 async def resume_workflow(workflow: Workflow, run_id: str, session: Session) -> int:
     """Continue durable run ``run_id``, showing progress; returns the exit code.
 
