@@ -552,16 +552,22 @@ async def test_pending_work_for_a_step_that_is_gone(db: Path, workflows: list[Wo
 # -- store URLs ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "bad", ["postgres://localhost/db", "redis://x", "runs.db", "/tmp/runs.db", ""]
-)
+@pytest.mark.parametrize("bad", ["redis://x", "runs.db", "/tmp/runs.db", ""])
 def test_an_unknown_store_url(bad: str) -> None:
     with pytest.raises(StoreError) as info:
         Quick(store=bad)
     message = str(info.value)
     assert repr(bad) in message
     assert "sqlite:///" in message
+    assert "postgresql://" in message
     assert "memory://" in message
+
+
+def test_an_unknown_store_url_never_shows_its_password() -> None:
+    with pytest.raises(StoreError) as info:
+        Quick(store="redis://admin:hunter2@cache:6379/0")
+    assert "hunter2" not in str(info.value)
+    assert "admin:***@cache" in str(info.value)
 
 
 def test_a_sqlite_url_with_a_bad_option() -> None:

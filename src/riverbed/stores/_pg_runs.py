@@ -1,0 +1,168 @@
+"""Run-level writes of :class:`~riverbed.stores.postgres.PostgresStore`: waiters, owners
+(acquire, release, heartbeat), ending runs and deleting old ones. Each function runs in one
+transaction; the step-level writes (claims, commits, outside events) are in
+:mod:`riverbed.stores._pg_writes`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from riverbed.errors import RunFinishedError, RunOwnedError
+from riverbed.stores._pg_conn import PgConn
+from riverbed.stores._pg_reads import not_found, read_snapshot, read_waiters, run_status
+from riverbed.stores._pg_writes import count
+from riverbed.stores._sqlite_writes import owner_is_dead
+from riverbed.stores.base import RunStatus
+from riverbed.stores.durable import RunSnapshot, WaiterRow
+
+
+async def register_waiter(
+    conn: PgConn,
+    run_id: str,
+    waiter: WaiterRow,
+    now: float,
+    announce: tuple[str, str] | None = None,
+) -> WaiterRow:
+    # Locked like a commit: the announced question takes the run's next stream number.
+    row = await conn.fetchrow(
+        "SELECT next_commit_seq, stream_next FROM runs WHERE run_id = $1 FOR UPDATE", run_id
+    )
+    if row is None:
+        raise not_found(run_id)
+    inserted = count(
+        await conn.execute(
+            "INSERT INTO waiters (run_id, waiter_id, step, event_type, requirements,"
+            " created_at, timeout_at) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+            " ON CONFLICT (run_id, waiter_id) DO NOTHING",
+            run_id,
+            waiter.waiter_id,
+            waiter.step,
+            waiter.event_type,
+            waiter.requirements,
+            now,
+            waiter.timeout_at,
+        )
+    )
+    if inserted == 1 and announce is not None:
+        # The question joins the durable stream with the waiter, tagged with the next
+        # commit (the waiting step's own), so a reader who connects later sees it.
+        await conn.execute(
+            "INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)"
+            " VALUES ($1, $2, $3, $4, $5)",
+            run_id,
+            int(row[1]),
+            int(row[0]),
+            announce[0],
+            announce[1],
+        )
+        await conn.execute(
+            "UPDATE runs SET stream_next = stream_next + 1 WHERE run_id = $1", run_id
+        )
+    stored = (await read_waiters(conn, run_id, waiter.waiter_id))[0]
+    return dataclasses.replace(stored, new=inserted == 1)
+
+
+# -- owners ----------------------------------------------------------------------------
+
+
+async def finish_run(
+    conn: PgConn,
+    run_id: str,
+    status: RunStatus,
+    result: str | None,
+    error: str | None,
+    now: float,
+) -> None:
+    # A run finishes once: a late timeout or cancel does not overwrite the real outcome.
+    changed = await conn.execute(
+        "UPDATE runs SET status = $2, result = $3, error = $4, finished_at = $5,"
+        " updated_at = $5, owner = NULL WHERE run_id = $1 AND status = 'running'",
+        run_id,
+        status.value,
+        result,
+        error,
+        now,
+    )
+    if count(changed) == 0:
+        await run_status(conn, run_id)
+
+
+async def acquire_run(
+    conn: PgConn, run_id: str, owner: str, now: float, lease_seconds: float
+) -> RunSnapshot:
+    row = await conn.fetchrow(
+        "SELECT status, owner, owner_heartbeat FROM runs WHERE run_id = $1 FOR UPDATE", run_id
+    )
+    if row is None:
+        raise not_found(run_id)
+    status, current, beat = RunStatus(row[0]), row[1], row[2]
+    if status.is_terminal:
+        raise RunFinishedError(
+            f"Run {run_id!r} has already finished ({status.value}); there is nothing to "
+            "resume. Read its result with `await store.get_run(run_id)`."
+        )
+    fresh = beat is not None and now - beat < lease_seconds
+    if current is not None and current != owner and fresh and not owner_is_dead(current):
+        raise RunOwnedError(
+            f"Run {run_id!r} is being executed by {current!r}, whose last heartbeat was "
+            f"{now - beat:.1f}s ago. Wait for it to finish, or resume the run after that "
+            f"process has stopped (its claim lapses {lease_seconds:g}s after its last "
+            "heartbeat)."
+        )
+    await conn.execute(
+        "UPDATE runs SET owner = $2, owner_heartbeat = $3, updated_at = $3 WHERE run_id = $1",
+        run_id,
+        owner,
+        now,
+    )
+    return await read_snapshot(conn, run_id)
+
+
+async def release_run(conn: PgConn, run_id: str, owner: str, now: float) -> None:
+    changed = await conn.execute(
+        "UPDATE runs SET owner = NULL, owner_heartbeat = NULL, updated_at = $3"
+        " WHERE run_id = $1 AND owner = $2",
+        run_id,
+        owner,
+        now,
+    )
+    if count(changed) == 0:
+        await run_status(conn, run_id)
+
+
+async def heartbeat(conn: PgConn, run_id: str, owner: str, now: float) -> None:
+    changed = await conn.execute(
+        "UPDATE runs SET owner_heartbeat = $3 WHERE run_id = $1 AND owner = $2",
+        run_id,
+        owner,
+        now,
+    )
+    if count(changed) != 1:
+        await run_status(conn, run_id)
+        raise RunOwnedError(
+            f"Run {run_id!r} is no longer owned by {owner!r} (another process took it over "
+            "or it was released); stop executing it here."
+        )
+
+
+async def delete_runs(conn: PgConn, finished_before: float) -> int:
+    """Delete ended runs and every row that belongs to them (children first, so this does
+    not depend on foreign-key cascades). Running runs are never deleted."""
+    doomed = "SELECT run_id FROM runs WHERE status <> 'running' AND finished_at < $1 FOR UPDATE"
+    run_ids = [row[0] for row in await conn.fetch(doomed, finished_before)]
+    if not run_ids:
+        return 0
+    for table in (
+        "attempt_failures",
+        "memos",
+        "waiters",
+        "collected",
+        "stream",
+        "commits",
+        "deliveries",
+        "events",
+        "runs",
+    ):
+        await conn.execute(f"DELETE FROM {table} WHERE run_id = ANY($1::text[])", run_ids)
+    return len(run_ids)

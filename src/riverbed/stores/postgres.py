@@ -1,0 +1,410 @@
+"""The scale-out durable store: runs in PostgreSQL, through asyncpg (``riverbed[postgres]``).
+
+Same schema and contract as :class:`~riverbed.stores.sqlite.SqliteStore`: every operation
+of :class:`~riverbed.stores.durable.DurableStore` is one transaction; a step's commit is
+fenced by its claim token; a run's commits and stream are numbered under the run's row
+lock, so they are totally ordered and gapless per run whatever the number of connections.
+The schema (default ``riverbed``, created if missing) is migrated on :meth:`open` from
+numbered ``.sql`` files under an advisory lock, so processes opening it at once are safe.
+Example::
+
+    async with PostgresStore.from_url("postgresql://app@db:5432/app") as store:
+        runs = await store.list_runs(status=RunStatus.RUNNING)
+
+or simply ``Workflow(store="postgresql://app:secret@db:5432/app?schema=riverbed")``.
+
+An unreachable server is retried for ``connect_timeout`` seconds (10 by default) before
+:class:`StoreUnavailableError` names its host and port; a connection that breaks later is
+replaced and the transaction retried. The password never appears in a ``repr``, a log line
+or an error message. The connection pool runs on an event loop of the store's own, in a
+thread, so one store serves any caller's loop (``run_sync`` makes a new one per call).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any, TypeVar
+
+try:
+    from riverbed.stores._pg_conn import PgConn, PgConnections, StoreUnavailableError
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    if getattr(exc, "name", None) != "asyncpg":
+        raise
+    raise ImportError(
+        "The PostgreSQL store needs asyncpg: pip install 'riverbed[postgres]'"
+    ) from exc
+from riverbed.stores import _pg_reads as reads
+from riverbed.stores import _pg_runs as runs
+from riverbed.stores import _pg_writes as writes
+from riverbed.stores._pg_settings import PgSettings, parse_url
+from riverbed.stores.base import RunRecord, RunStatus
+from riverbed.stores.durable import (
+    CommitRow,
+    EventRow,
+    RunSnapshot,
+    StreamRow,
+    TimelineRow,
+    WaiterRow,
+)
+
+__all__ = ["PgSettings", "PostgresStore", "StoreUnavailableError", "postgres_store_from_url"]
+
+T = TypeVar("T")
+
+
+class PostgresStore:
+    """A :class:`~riverbed.stores.durable.DurableStore` in a PostgreSQL schema.
+
+    Build it from a URL (:meth:`from_url`) or from :class:`PgSettings` fields as keyword
+    arguments. ``lease_seconds`` is how long an owner's last heartbeat keeps other
+    processes from taking its run over; ``wall_clock`` gives seconds since the epoch for
+    leases and timestamps (tests may pass a fake one).
+    """
+
+    durable = True
+
+    def __init__(
+        self,
+        settings: PgSettings | None = None,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        **options: Any,
+    ) -> None:
+        if settings is not None and options:
+            raise TypeError("Pass either settings or keyword options, not both.")
+        self.settings = settings if settings is not None else PgSettings(**options)
+        self._now = wall_clock
+        self._db = PgConnections(self.settings)
+
+    @classmethod
+    def from_url(cls, url: str, *, wall_clock: Callable[[], float] = time.time) -> PostgresStore:
+        """A store for ``postgresql://user:password@host:port/database?schema=...``."""
+        return cls(parse_url(url), wall_clock=wall_clock)
+
+    @property
+    def lease_seconds(self) -> float:
+        """How long an owner's heartbeat (and a pre-claimed delivery) stays valid."""
+        return self.settings.lease_seconds
+
+    @property
+    def is_open(self) -> bool:
+        """True between :meth:`open` and :meth:`close`."""
+        return self._db.is_open
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self.settings.redacted()!r})"
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Connect, create the schema if needed and apply pending migrations.
+
+        Raises :class:`StoreUnavailableError` if the server stays unreachable for
+        ``connect_timeout`` seconds, ``StoreSchemaError`` if the schema was written by a
+        newer riverbed, ``StoreCorruptError`` if it holds tables that are not riverbed's,
+        and :class:`~riverbed.errors.StoreError` for a refused login or a missing
+        database. None of them modifies the database.
+        """
+        if not self._db.is_open:
+            await self._db.open()
+
+    async def close(self) -> None:
+        """Close every connection."""
+        await self._db.close()
+
+    async def __aenter__(self) -> PostgresStore:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def _tx(
+        self,
+        doing: str,
+        fn: Callable[[PgConn], Awaitable[T]],
+        replay: Callable[[PgConn], Awaitable[T | None]] | None = None,
+        run_id: str | None = None,
+    ) -> Awaitable[T]:
+        # With a run_id, the run's transactions from this store apply in call order.
+        return self._db.transaction(fn, doing, replay, run_id=run_id)
+
+    def _read(self, doing: str, fn: Callable[[PgConn], Awaitable[T]]) -> Awaitable[T]:
+        return self._db.transaction(fn, doing, _idempotent, readonly=True)
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def create_run(
+        self,
+        record: RunRecord,
+        start: EventRow,
+        targets: tuple[str, ...],
+        state: str,
+        state_type: str,
+        owner: str,
+        deadline: float | None,
+    ) -> None:
+        """Insert a run owned by ``owner``, its start event and the event's deliveries."""
+        now = self._now()
+
+        async def replay(conn: PgConn) -> None:
+            # A lost COMMIT that was applied: the run is ours (retrying would say it
+            # exists). None means "run it again", so "applied" is said by raising.
+            if await writes.create_run_replay(conn, record, start, owner):
+                raise _Applied
+
+        try:
+            await self._tx(
+                f"creating run {record.run_id!r}",
+                lambda c: writes.create_run(
+                    c, record, start, targets, state, state_type, owner, deadline, now
+                ),
+                replay,
+                run_id=record.run_id,
+            )
+        except _Applied:
+            return
+
+    async def submit_event(
+        self,
+        run_id: str,
+        event: EventRow,
+        targets: tuple[str, ...],
+        resolves: tuple[str, ...],
+    ) -> tuple[int, bool]:
+        """Accept an event from outside the run; see the protocol. An ``event.seq`` of 0
+        or less lets the store allocate the run's next sequence number."""
+        now, client_id = self._now(), event.client_event_id
+        replay = None
+        if client_id is not None:
+
+            async def replay(conn: PgConn) -> tuple[int, bool] | None:
+                return await writes.submit_event_replay(conn, run_id, client_id)
+
+        return await self._tx(
+            f"submitting an event to run {run_id!r}",
+            lambda c: writes.submit_event(c, run_id, event, targets, resolves, now),
+            replay,
+            run_id=run_id,
+        )
+
+    async def claim(
+        self, run_id: str, event_seq: int, step: str, token: str, lease_seconds: float
+    ) -> int:
+        """Start an attempt; returns its number (1, 2, ...)."""
+        until = self._now() + lease_seconds
+        return await self._tx(
+            f"claiming ({event_seq}, {step!r}) of run {run_id!r}",
+            lambda c: writes.claim(c, run_id, event_seq, step, token, until),
+            lambda c: writes.claim_replay(c, run_id, event_seq, step, token),
+            run_id=run_id,
+        )
+
+    async def commit(self, run_id: str, commit: CommitRow) -> int:
+        """Apply an attempt's effects in one transaction; returns the commit's number.
+        A commit whose ``COMMIT`` reply was lost is found by its claim token, never
+        applied twice."""
+        now = self._now()
+        return await self._tx(
+            f"committing ({commit.event_seq}, {commit.step!r}) of run {run_id!r}",
+            lambda c: writes.commit(c, run_id, commit, now),
+            lambda c: writes.commit_replay(c, run_id, commit),
+            run_id=run_id,
+        )
+
+    async def fail_attempt(
+        self,
+        run_id: str,
+        event_seq: int,
+        step: str,
+        token: str,
+        error: str,
+        retry_at: float | None,
+        attempt: int = 0,
+        started_at: float | None = None,
+    ) -> None:
+        """Record a failed attempt. Raises ``FencedError`` if ``token`` no longer holds
+        the delivery (a stale attempt must not reset a newer one). The failure is kept
+        for :meth:`read_timeline`."""
+        now = self._now()
+
+        async def replay(conn: PgConn) -> None:
+            if await writes.fail_attempt_replay(conn, run_id, event_seq, step, token, error):
+                raise _Applied
+
+        try:
+            await self._tx(
+                f"recording a failure of ({event_seq}, {step!r}) in run {run_id!r}",
+                lambda c: writes.fail_attempt(
+                    c, run_id, event_seq, step, token, error, retry_at, attempt, started_at, now
+                ),
+                replay,
+                run_id=run_id,
+            )
+        except _Applied:
+            return
+
+    async def register_waiter(
+        self, run_id: str, waiter: WaiterRow, announce: tuple[str, str] | None = None
+    ) -> WaiterRow:
+        """Record a waiter once; returns the stored row with its answer, if any. A new
+        waiter's question (``announce``) is appended to the durable stream with it."""
+        now = self._now()
+        return await self._tx(
+            f"registering waiter {waiter.waiter_id!r} of run {run_id!r}",
+            lambda c: runs.register_waiter(c, run_id, waiter, now, announce),
+            _idempotent,
+            run_id=run_id,
+        )
+
+    async def finish_run(
+        self, run_id: str, status: RunStatus, result: str | None, error: str | None
+    ) -> None:
+        """Mark the run terminal; a run that already finished keeps its outcome."""
+        now = self._now()
+        await self._tx(
+            f"finishing run {run_id!r}",
+            lambda c: runs.finish_run(c, run_id, status, result, error, now),
+            _idempotent,
+            run_id=run_id,
+        )
+
+    async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
+        """Become the run's owner and read what resuming it needs.
+
+        Another owner blocks this for ``lease_seconds`` after its last heartbeat, unless
+        its id (``"host:pid:uuid"``) names a process of this host that no longer exists.
+        """
+        now, lease = self._now(), self.lease_seconds
+        return await self._tx(
+            f"acquiring run {run_id!r}",
+            lambda c: runs.acquire_run(c, run_id, owner, now, lease),
+            _idempotent,
+            run_id=run_id,
+        )
+
+    async def release_run(self, run_id: str, owner: str) -> None:
+        """Give up ownership if ``owner`` holds it."""
+        now = self._now()
+        await self._tx(
+            f"releasing run {run_id!r}",
+            lambda c: runs.release_run(c, run_id, owner, now),
+            _idempotent,
+            run_id=run_id,
+        )
+
+    async def heartbeat(self, run_id: str, owner: str) -> None:
+        """Prove ``owner`` is alive. Raises ``RunOwnedError`` if it no longer owns the run."""
+        now = self._now()
+        await self._tx(
+            f"heartbeating run {run_id!r}",
+            lambda c: runs.heartbeat(c, run_id, owner, now),
+            _idempotent,
+        )
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def get_run(self, run_id: str) -> RunRecord:
+        """The run's record; ``result`` and ``error`` are the stored JSON strings."""
+        return await self._read(f"reading run {run_id!r}", lambda c: reads.get_run(c, run_id))
+
+    async def list_runs(
+        self,
+        workflow: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[RunRecord]:
+        """Runs, newest first; ``offset`` skips that many (pagination)."""
+        return await self._read(
+            "listing runs", lambda c: reads.list_runs(c, workflow, status, limit, offset)
+        )
+
+    async def claimable_runs(self, workflows: Sequence[tuple[str, str]], limit: int) -> list[str]:
+        """Ids of runs that need a process: unowned (or their owner's lease lapsed), of
+        one of ``workflows`` (``(name, version)`` pairs), with work due. Oldest first.
+        Taking one is :meth:`acquire_run`, which locks the run's row: of several workers
+        that found the same run, one gets it and the others get ``RunOwnedError``."""
+        now, lease = self._now(), self.lease_seconds
+        return await self._read(
+            "looking for runs to take",
+            lambda c: reads.claimable_runs(c, tuple(workflows), limit, now, lease),
+        )
+
+    async def read_waiters(self, run_id: str) -> list[WaiterRow]:
+        """The run's waiters, answered or not, oldest first."""
+        return await self._read(
+            f"reading the waiters of run {run_id!r}", lambda c: reads.read_waiters(c, run_id)
+        )
+
+    async def read_timeline(self, run_id: str) -> list[TimelineRow]:
+        """The run's events, commits and failed attempts in time order."""
+        return await self._read(
+            f"reading the history of run {run_id!r}", lambda c: reads.read_timeline(c, run_id)
+        )
+
+    async def delete_runs(self, finished_before: float) -> int:
+        """Delete every run that ended before ``finished_before`` with all its rows."""
+        return await self._tx(
+            "deleting old runs", lambda c: runs.delete_runs(c, finished_before), _idempotent
+        )
+
+    async def read_stream(self, run_id: str, after: int = 0, limit: int = 1000) -> list[StreamRow]:
+        """Durable stream rows with ``seq > after``, in order."""
+        return await self._read(
+            f"reading the stream of run {run_id!r}",
+            lambda c: reads.read_stream(c, run_id, after, limit),
+        )
+
+    async def read_events(self, run_id: str) -> list[EventRow]:
+        """Every event that entered the run, in order."""
+        return await self._read(
+            f"reading the events of run {run_id!r}", lambda c: reads.read_events(c, run_id)
+        )
+
+    async def read_state(self, run_id: str) -> tuple[str, str]:
+        """The run's committed state JSON and its state type key."""
+        return await self._read(
+            f"reading the state of run {run_id!r}", lambda c: reads.read_state(c, run_id)
+        )
+
+    # -- memos -----------------------------------------------------------------------
+
+    async def get_memo(self, run_id: str, invocation: str, name: str) -> str | None:
+        """The JSON value ``ctx.memo(name, ...)`` stored for this delivery, if any."""
+        return await self._read(
+            f"reading memo {name!r} of run {run_id!r}",
+            lambda c: reads.get_memo(c, run_id, invocation, name),
+        )
+
+    async def put_memo(self, run_id: str, invocation: str, name: str, value: str) -> str:
+        """Store a memo (the first value written wins) and return the stored value."""
+        now = self._now()
+        return await self._tx(
+            f"writing memo {name!r} of run {run_id!r}",
+            lambda c: reads.put_memo(c, run_id, invocation, name, value, now),
+            _idempotent,
+        )
+
+
+class _Applied(Exception):
+    """A replay check found that a lost COMMIT had been applied (no result to return)."""
+
+
+async def _idempotent(conn: PgConn) -> None:
+    # Running these twice changes nothing a caller can tell apart: retry after a lost
+    # COMMIT as if it had not been applied.
+    return None
+
+
+def postgres_store_from_url(url: str) -> PostgresStore:
+    """A store for ``postgresql://`` / ``postgres://`` URLs (see :func:`parse_url` for the
+    options). It still has to be opened (``async with postgres_store_from_url(url)``)."""
+    return PostgresStore.from_url(url)
