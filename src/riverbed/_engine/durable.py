@@ -132,14 +132,14 @@ class DurableRun(Run):
             # Another process took the run over (this one was paused too long): stop
             # executing it here without recording anything; the new owner goes on.
             logger.warning(
-                "riverbed: run %s was taken over by another process; stopping it here",
+                "run %s was taken over by another process; stopping it here",
                 self.run_id,
             )
             self._owns_row = False
             await self.cancel()
             return False
         except StoreError as exc:
-            logger.warning("riverbed: heartbeat of run %s failed: %s", self.run_id, exc)
+            logger.warning("heartbeat of run %s failed: %s", self.run_id, exc)
         return True
 
     # -- workers ---------------------------------------------------------------------------
@@ -176,7 +176,7 @@ class DurableRun(Run):
         try:
             await self.durable_store.release_run(self.run_id, owner_id())
         except StoreError as exc:  # it stays ours until the lease lapses
-            logger.warning("riverbed: could not release run %s: %s", self.run_id, exc)
+            logger.warning("could not release run %s: %s", self.run_id, exc)
         return True
 
     def _check_idle(self) -> None:
@@ -231,7 +231,7 @@ class DurableRun(Run):
         try:
             rows = await self.durable_store.read_events(self.run_id)
         except StoreError as exc:
-            logger.warning("riverbed: run %s stopped watching for answers: %s", self.run_id, exc)
+            logger.warning("run %s stopped watching for answers: %s", self.run_id, exc)
             return False
         for row in rows:
             if row.seq <= self._seq or row.source_step is not None:
@@ -240,7 +240,7 @@ class DurableRun(Run):
             try:
                 super().route(self.codec.load(row.type_key, row.payload), seq=row.seq)
             except WorkflowRuntimeError as exc:
-                logger.warning("riverbed: run %s: %s", self.run_id, exc)
+                logger.warning("run %s: %s", self.run_id, exc)
         return True
 
     def _start_timeout(self, seconds: float | None) -> None:
@@ -435,7 +435,7 @@ class DurableRun(Run):
             await self.durable_store.commit(self.run_id, row)
         except FencedError:
             logger.warning(
-                "riverbed: run %s step %s attempt %d was fenced; its effects were dropped",
+                "run %s step %s attempt %d was fenced; its effects were dropped",
                 self.run_id,
                 row.step,
                 row.attempt,
@@ -657,7 +657,7 @@ class DurableRun(Run):
             # task ("Task exception was never retrieved"); the row simply stays unfinished
             # (e.g. the file is locked by another process) and can be resumed.
             logger.warning(
-                "riverbed: could not record the end (%s) of run %s: %s",
+                "could not record the end (%s) of run %s: %s",
                 status.value,
                 self.run_id,
                 exc,

@@ -70,12 +70,15 @@ def work(specs: Sequence[str], store_url: str | None, slots: int) -> int:
         raise UsageError(f"--slots must be at least 1, got {slots}.")
     workflows = _load_all(specs)
     run_worker = _entry("riverbed.worker", "run_worker", "worker", "postgres")
-    # A worker is a service: say on stderr which runs it takes, parks and releases.
+    # A worker is a service: say on stderr which runs it takes, parks and releases, and
+    # every warning (a fenced commit, a run taken over, the store unreachable).
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    log = logging.getLogger("riverbed.worker")
+    log = logging.getLogger("riverbed")
     log.addHandler(handler)
-    log.setLevel(logging.INFO)
+    if log.level == logging.NOTSET or log.level > logging.WARNING:
+        log.setLevel(logging.WARNING)
+    logging.getLogger("riverbed.worker").setLevel(logging.INFO)
     try:
         _finish(run_worker(workflows, store_url, slots))
     finally:
