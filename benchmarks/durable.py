@@ -129,7 +129,41 @@ class Case:
 
 
 def store_url(path: Path, sync: str) -> str:
+    if sync == PG:
+        return pg_schema_url(path.parent.name)
     return f"sqlite:///{path}?synchronous={sync}"  # an absolute path gives sqlite:////...
+
+
+#: S1 and S2 also run on PostgreSQL when a server is given (--pg-url): one schema per
+#: repetition, the same engine code as on SQLite
+PG = "PostgreSQL"
+PG_URL: str | None = None
+
+
+def pg_schema_url(tag: str) -> str:
+    assert PG_URL is not None
+    schema = "bench_" + "".join(c if c.isalnum() else "_" for c in tag).lower()[-40:]
+    return f"{PG_URL}{'&' if '?' in PG_URL else '?'}schema={schema}"
+
+
+def pg_stores() -> tuple[str, ...]:
+    return (PG,) if PG_URL else ()
+
+
+async def pg_check_and_drop(url: str, runs: int) -> str | None:
+    """The PostgreSQL counterpart of check_file: every run completed; then drop the schema."""
+    import asyncpg  # type: ignore[import-untyped]
+
+    schema = url.rsplit("schema=", 1)[1]
+    conn = await asyncpg.connect(PG_URL)
+    try:
+        done = await conn.fetchval(
+            f'SELECT count(*) FROM "{schema}".runs WHERE status = \'completed\''
+        )
+        await conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    finally:
+        await conn.close()
+    return None if done == runs else f"{done} runs completed in PostgreSQL, expected {runs}"
 
 
 def check_file(path: Path, runs: int, commits: int) -> str | None:
@@ -167,10 +201,12 @@ def engine_subject(name: str, label: str, sync: str | None, builder: str,
     async def make(folder: Path, warm: bool) -> Prepared:
         p = warm_params if warm else params
         store, options = None, {}
+        url = None
         if sync is not None:
             path = folder / "runs.db"
+            url = store_url(path, sync)
             # the same object Workflow(store="sqlite:///...") builds; opened here, untimed
-            store = store_from_url(store_url(path, sync))
+            store = store_from_url(url)
             await store.open()
             options["store"] = store
         marks: list[float] | None = [] if stamps else None
@@ -182,6 +218,9 @@ def engine_subject(name: str, label: str, sync: str | None, builder: str,
                 return None
             await store.close()
             runs, commits = expect(p, loops)
+            if sync == PG:
+                assert url is not None
+                return await pg_check_and_drop(url, runs)
             return check_file(folder / "runs.db", runs, commits)
 
         return Prepared(job, finish, marks)
@@ -397,6 +436,8 @@ def loop_expect(p: dict[str, Any], loops: int) -> tuple[int, int]:
 
 
 def store_label(sync: str | None) -> str:
+    if sync == PG:
+        return PG
     return "memory store" if sync is None else f"SQLite {sync}"
 
 
@@ -406,7 +447,7 @@ def make_cases(sz: Sizes) -> list[Case]:
     steps, warm_steps = sz.s1_runs * CHAIN_STEPS, sz.s1_warm * CHAIN_STEPS
     cases = [Case("S1", "us/step", steps, warm_steps, [
         *(engine_subject(f"S1 {store_label(s)}", f"S1 chain, {store_label(s)}", s, "s1_chain",
-                         s1, s1_warm, s1_expect) for s in (None, *SYNCS)),
+                         s1, s1_warm, s1_expect) for s in (None, *SYNCS, *pg_stores())),
         *(step_subject(f"bare {s}", f"bare transaction, {s}", s, "bare", steps, warm_steps)
           for s in SYNCS),
     ])]
@@ -416,7 +457,7 @@ def make_cases(sz: Sizes) -> list[Case]:
         cases.append(Case(f"S2 K={k}", "us/event", k, sz.s2_warm, [
             engine_subject(f"S2 {store_label(s)}", f"S2 K={k:,} w={sz.s2_workers}, "
                            f"{store_label(s)}", s, "s2_fan_out", p, warm, s2_expect)
-            for s in (None, *SYNCS)
+            for s in (None, *SYNCS, *pg_stores())
         ]))
     layers: list[Subject] = []
     n, warm_n = sz.layer_steps, sz.layer_warm
@@ -723,6 +764,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "use a real disk, not tmpfs, or FULL measures nothing")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds before HANG")
     p.add_argument("--json", type=Path, help="also write every repetition to this file")
+    p.add_argument("--pg-url", default=os.environ.get("RIVERBED_BENCH_PG_URL"),
+                   help="also run S1 and S2 on this PostgreSQL server (a schema per "
+                        "repetition; default $RIVERBED_BENCH_PG_URL)")
     args = p.parse_args(argv)
     args.only = [c.strip() for c in args.only.split(",") if c.strip()]
     unknown = sorted(set(args.only) - set(CASE_NAMES))
@@ -747,6 +791,8 @@ async def measure(cases: list[Case], sz: Sizes, base: Path, timeout: float) -> N
 
 def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
+    global PG_URL
+    PG_URL = args.pg_url
     sz = QUICK if args.quick else FULL
     if args.reps:
         sz = replace(sz, reps=args.reps)
