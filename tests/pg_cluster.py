@@ -7,6 +7,10 @@
   end.
 - Otherwise the PostgreSQL tests are skipped, saying why.
 
+Tests that crash the server itself use ``pg_control``: the session's private cluster (its
+data directory and port, to stop and start it), or None with the reason when the server is
+an external one, which a test must not stop.
+
 Test modules import the fixtures they use (``from pg_cluster import pg_server, pg_url``):
 the tests have no ``conftest`` plugin for them. ``pg_url`` is the server's URL with a
 ``?schema=`` of its own, dropped after the test, so tests never see each other's rows.
@@ -36,7 +40,9 @@ __all__ = [
     "ENV",
     "binaries",
     "cluster",
+    "ServerControl",
     "drop_schema",
+    "pg_control",
     "pg_server",
     "pg_url",
     "private_cluster",
@@ -51,6 +57,7 @@ class _Cluster:
         self.users = 0
         self.url: str | None = None
         self.directory: str | None = None
+        self.port: int | None = None
 
     def acquire(self) -> str:
         if self.url is None:
@@ -76,16 +83,17 @@ class _Cluster:
                 "tests start a private cluster"
             )
         self.directory = new_directory()
+        self.port = _free_port()
         atexit.register(self.stop)
         try:
-            return cluster("start", self.directory, str(_free_port()))
+            return cluster("start", self.directory, str(self.port))
         except RuntimeError as exc:
             self.stop()
             pytest.fail(str(exc))
 
     def stop(self) -> None:
         directory, self.directory = self.directory, None
-        self.url = None
+        self.url = self.port = None
         if directory is None:
             return
         subprocess.run([str(SCRIPT), "stop", directory], capture_output=True, timeout=60)
@@ -123,6 +131,33 @@ def private_cluster() -> Iterator[tuple[str, str, int]]:
 
 
 _CLUSTER = _Cluster()
+
+
+class ServerControl:
+    """Stops and starts the session's private cluster (same directory, same port)."""
+
+    def __init__(self, directory: str, port: int) -> None:
+        self.directory = directory
+        self.port = port
+
+    def stop(self, mode: str = "immediate") -> None:
+        """``pg_ctl stop -m MODE``: ``immediate`` is a crash (the next start recovers)."""
+        cluster("stop", self.directory, mode)
+
+    def start(self) -> None:
+        cluster("start", self.directory, str(self.port))
+
+
+@pytest.fixture
+def pg_control(pg_server: str) -> ServerControl | str:
+    """A :class:`ServerControl` of the private cluster, or, for an external server
+    (``RIVERBED_TEST_PG_URL``), a string saying why the server may not be stopped."""
+    if _CLUSTER.directory is None or _CLUSTER.port is None:
+        return (
+            f"{ENV} points to an external server ({pg_server.rsplit('@', 1)[-1]}); "
+            "the tests do not stop a server they did not start"
+        )
+    return ServerControl(_CLUSTER.directory, _CLUSTER.port)
 
 
 def binaries() -> bool:

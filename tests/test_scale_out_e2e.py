@@ -3,7 +3,8 @@
 a run is started through the CLI in process A (``riverbed run --submit``), executed by two
 ``riverbed worker`` processes (the one that took it is stopped mid-step, the other goes
 on), answered through server B and streamed through server C (both ``riverbed serve
---no-execute``), with the right result.
+--no-execute``), with the right result. On SQLite (a file) and on PostgreSQL (a schema of
+the test's own; the workers wake by ``LISTEN/NOTIFY`` there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from pg_cluster import pg_server, pg_url  # noqa: F401 (fixtures)
 from riverbed.client import AsyncClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +74,10 @@ async def wait_for(predicate: object, what: str, seconds: float = 30) -> None:
         await asyncio.sleep(0.05)
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgres"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "postgres":
+        return f"{request.getfixturevalue('pg_url')}&lease_seconds=2"
     return f"sqlite:///{tmp_path / 'runs.db'}?lease_seconds=2"
 
 

@@ -96,6 +96,8 @@ class Worker:
         self._runs: dict[str, WorkflowHandler] = {}
         self._idle_since: dict[str, float] = {}
         self._stopping: asyncio.Event | None = None
+        #: set when a run ends while every slot was taken: look for work at once
+        self._freed: asyncio.Event | None = None
         #: how many runs this worker took, finished and parked (for logs and tests)
         self.taken = 0
         self.finished = 0
@@ -113,7 +115,7 @@ class Worker:
 
     async def run(self) -> None:
         """Take and run work until :meth:`stop`; then release every run still going."""
-        self._stopping = asyncio.Event()
+        self._stopping, self._freed = asyncio.Event(), asyncio.Event()
         store = self._store
         if not getattr(store, "is_open", False):
             await store.open()
@@ -137,19 +139,30 @@ class Worker:
                         exc,
                         backoff,
                     )
-                await self._pause(backoff)
+                # A run this worker holds may come to only wait: look again in time to
+                # park it, however long the store lets us wait for work.
+                pause = min(backoff, self._park_after / 2) if self._runs else backoff
+                await self._pause(max(pause, 0.01))
         finally:
             await self._release_all()
 
     async def _pause(self, seconds: float) -> None:
         assert self._stopping is not None
+        assert self._freed is not None
+        if self._freed.is_set():
+            self._freed.clear()
+            return
         wait_for_work = getattr(self._store, "wait_for_work", None)
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._stopping.wait())]
+        waiters: list[asyncio.Future[Any]] = [
+            asyncio.ensure_future(self._stopping.wait()),
+            asyncio.ensure_future(self._freed.wait()),
+        ]
         if wait_for_work is not None:
             waiters.append(asyncio.ensure_future(wait_for_work(seconds)))
         try:
             await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self._freed.clear()
             for future in waiters:
                 future.cancel()
             await asyncio.gather(*waiters, return_exceptions=True)
@@ -188,6 +201,8 @@ class Worker:
         if not outcome.cancelled():
             outcome.exception()  # the store has the outcome; nobody awaits it here
         if self._runs.get(run_id) is handler:
+            if len(self._runs) >= self._slots and self._freed is not None:
+                self._freed.set()  # a full worker has room again: take more work now
             del self._runs[run_id]
             self._idle_since.pop(run_id, None)
             run = handler._run

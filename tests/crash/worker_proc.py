@@ -1,6 +1,7 @@
-"""A worker process of the crash tests: ``python -m tests.crash.worker_proc STORE_URL``.
+"""A worker process of the crash tests: ``python -m tests.crash.worker_proc STORE_URL [SLOTS]``.
 
-It serves the crash workload's workflow until SIGTERM (or until the supervisor SIGKILLs it).
+It serves the crash workload's workflow until SIGTERM (or until the supervisor SIGKILLs it),
+running at most ``SLOTS`` runs at once (16 by default).
 """
 
 from __future__ import annotations
@@ -16,4 +17,7 @@ if __name__ == "__main__":
     from riverbed.worker import run_worker
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    run_worker([CrashFlow(workflow_name=WORKFLOW_NAME)], sys.argv[1], slots=16, poll_interval=0.1)
+    slots = int(sys.argv[2]) if len(sys.argv) > 2 else 16
+    run_worker(
+        [CrashFlow(workflow_name=WORKFLOW_NAME)], sys.argv[1], slots=slots, poll_interval=0.1
+    )

@@ -25,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from riverbed.errors import StoreCorruptError, StoreError, StoreLockedError, StoreSchemaError
+from riverbed.stores._pg_listen import WorkListener
 from riverbed.stores._pg_loop import InOrder, LoopThread
 from riverbed.stores._pg_settings import PgSettings
 
@@ -90,6 +91,14 @@ async def _close_pool(pool: Any) -> None:
         pool.terminate()
 
 
+async def _keep_session(conn: Any) -> None:
+    # What a pooled connection gives back needs no reset query (one round trip per store
+    # call): asyncpg has already rolled back any open transaction, and the store keeps no
+    # session state on them (no SET, LISTEN, cursor or session advisory lock; the LISTEN
+    # connection is outside the pool).
+    return None
+
+
 def _lock_key(schema: str) -> int:
     # One advisory lock per schema: two processes opening the same schema at once migrate
     # one after the other; different schemas do not wait for each other.
@@ -105,6 +114,8 @@ class PgConnections:
         #: the pool's own event loop (see _pg_loop): any caller's loop may use the store
         self._thread: LoopThread | None = None
         self._order = InOrder()
+        #: the LISTEN connection, made by the first wait_for_work (workers only)
+        self._listener = WorkListener(self._connect_one, settings.work_channel)
 
     @property
     def is_open(self) -> bool:
@@ -141,9 +152,40 @@ class PgConnections:
         if pool is None or thread is None:
             return
         try:
+            await thread.run(self._listener.close())
             await thread.run(_close_pool(pool))
         finally:
             thread.stop()
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait on the store's loop for a notification of work (see WorkListener.wait).
+        A closed store has nothing to listen with: it waits out ``timeout`` (its caller's
+        next store call says it is closed)."""
+        thread = self._thread
+        if self._pool is None or thread is None:
+            await asyncio.sleep(timeout)
+            return False
+        return await thread.run(self._listener.wait(timeout))
+
+    def _connect_args(self) -> dict[str, Any]:
+        s = self.settings
+        return {
+            "host": s.host,
+            "port": s.port,
+            "user": s.user,
+            "password": s.password,
+            "database": s.database,
+            "ssl": s.sslmode,
+            "server_settings": {
+                "search_path": s.schema,
+                "application_name": s.application_name,
+                "lock_timeout": f"{max(1, round(s.lock_timeout * 1000))}ms",
+            },
+        }
+
+    async def _connect_one(self, timeout: float) -> Any:
+        """One connection outside the pool (the LISTEN connection); no retries."""
+        return await asyncpg.connect(**self._connect_args(), timeout=timeout)
 
     async def _connect(self) -> Any:
         s = self.settings
@@ -153,20 +195,11 @@ class PgConnections:
             tries += 1
             try:
                 return await asyncpg.create_pool(
-                    host=s.host,
-                    port=s.port,
-                    user=s.user,
-                    password=s.password,
-                    database=s.database,
-                    ssl=s.sslmode,
+                    **self._connect_args(),
                     min_size=1,
                     max_size=s.pool_size,
                     timeout=max(1.0, min(5.0, s.connect_timeout)),
-                    server_settings={
-                        "search_path": s.schema,
-                        "application_name": s.application_name,
-                        "lock_timeout": f"{max(1, round(s.lock_timeout * 1000))}ms",
-                    },
+                    reset=_keep_session,
                 )
             except _BROKEN as exc:
                 left = deadline - time.monotonic()
@@ -185,10 +218,12 @@ class PgConnections:
         *,
         readonly: bool = False,
         run_id: str | None = None,
+        single: bool = False,
     ) -> T:
         """Run ``fn`` in one transaction, retrying on a new connection while the server
         is unreachable (for up to ``connect_timeout`` seconds). ``readonly``: a read-only
-        ``REPEATABLE READ`` transaction, so that several statements read one snapshot.
+        ``REPEATABLE READ`` transaction, so that several statements read one snapshot;
+        ``single``: ``fn`` only reads, with one statement, run without ``BEGIN``/``COMMIT``.
         Transactions given a ``run_id`` are applied in the order they were called, per
         run (see :class:`~riverbed.stores._pg_loop.InOrder`).
 
@@ -202,7 +237,7 @@ class PgConnections:
             raise StoreError(
                 "The PostgreSQL store is closed. Call `await store.open()` or use `async with`."
             )
-        work = self._retrying(pool, fn, doing, replay, readonly)
+        work = self._retrying(pool, fn, doing, replay, readonly, single)
         if run_id is None:
             return await thread.run(work)
         return await thread.run(self._in_order(run_id, work))
@@ -218,6 +253,7 @@ class PgConnections:
         doing: str,
         replay: Callable[[PgConn], Awaitable[T | None]] | None,
         readonly: bool,
+        single: bool = False,
     ) -> T:
         deadline = time.monotonic() + self.settings.connect_timeout
         delay, tries, check = 0.05, 0, None
@@ -225,7 +261,7 @@ class PgConnections:
             tries += 1
             phase: list[str] = ["begin"]
             try:
-                return await self._run(pool, fn, phase, check, readonly)
+                return await self._run(pool, fn, phase, check, readonly, single)
             except _ROLLED_BACK as exc:
                 # Nothing was written; run it again at once (within the same bound).
                 if time.monotonic() > deadline:
@@ -272,8 +308,15 @@ class PgConnections:
         phase: list[str] | None = None,
         check: Callable[[PgConn], Awaitable[T | None]] | None = None,
         readonly: bool = False,
+        single: bool = False,
     ) -> T:
         async with pool.acquire() as conn:
+            if single:  # one read statement: atomic by itself, no BEGIN/COMMIT round trips
+                try:
+                    return await fn(conn)
+                except _BROKEN:
+                    conn.terminate()
+                    raise
             try:
                 # A managed transaction (async with): asyncpg then rolls back cleanly even
                 # when the caller is cancelled half-way.

@@ -55,12 +55,20 @@ def run_record(row: Any) -> RunRecord:
     )
 
 
-async def read_snapshot(conn: PgConn, run_id: str) -> RunSnapshot:
-    row = await conn.fetchrow(
-        f"SELECT {_RUN_COLUMNS}, state, state_type, state_version, next_seq, stream_next,"
-        " deadline, owner FROM runs WHERE run_id = $1",
-        run_id,
-    )
+#: the run row's columns a snapshot needs (read_snapshot's ``row``)
+SNAPSHOT_COLUMNS = (
+    f"{_RUN_COLUMNS}, state, state_type, state_version, next_seq, stream_next, deadline, owner"
+)
+
+
+async def read_snapshot(conn: PgConn, run_id: str, row: Any = None) -> RunSnapshot:
+    """What resuming the run needs; ``row`` is its ``SNAPSHOT_COLUMNS``, if already read
+    (taking the run returns them), else they are read here."""
+    if row is None:
+        row = await conn.fetchrow(
+            f"SELECT {SNAPSHOT_COLUMNS} FROM runs WHERE run_id = $1",
+            run_id,
+        )
     if row is None:
         raise not_found(run_id)
     state, state_type, version, next_seq, stream_next, deadline, owner = tuple(row)[9:]
@@ -90,7 +98,7 @@ async def read_snapshot(conn: PgConn, run_id: str) -> RunSnapshot:
         next_seq=next_seq,
         deliveries=deliveries,
         collected=collected,
-        waiters=tuple(await read_waiters(conn, run_id)),
+        waiters=tuple(await read_waiters(conn, run_id, checked=True)),
         stream_len=stream_next - 1,
         deadline=deadline,
         owner=owner,
@@ -98,8 +106,12 @@ async def read_snapshot(conn: PgConn, run_id: str) -> RunSnapshot:
     )
 
 
-async def read_waiters(conn: PgConn, run_id: str, waiter_id: str | None = None) -> list[WaiterRow]:
-    if waiter_id is None:
+async def read_waiters(
+    conn: PgConn, run_id: str, waiter_id: str | None = None, checked: bool = False
+) -> list[WaiterRow]:
+    """The run's waiters (``waiter_id``: that one). Raises ``RunNotFoundError`` for an
+    unknown run, unless the caller ``checked`` that it exists."""
+    if waiter_id is None and not checked:
         await run_status(conn, run_id)  # RunNotFoundError for an unknown run
     rows = await conn.fetch(
         f"SELECT w.waiter_id, w.step, w.event_type, w.requirements, {_EVENT_COLUMNS},"
@@ -143,25 +155,28 @@ async def list_runs(
 # has work: a delivery due (pending past its backoff, or left running by a process that is
 # gone) whose step is not parked on an unanswered wait_for_event, a wait that timed out, or
 # its run deadline. The same rule as SQLite's; taking one is acquire_run's job (row lock).
-_CLAIMABLE = """
+#: a run of alias ``r`` has work due at ``{now}``: a passed deadline, a timed-out wait, or
+#: a delivery not done and not parked on an unanswered wait (running ones were cut short)
+WORK_DUE = """(
+    (r.deadline IS NOT NULL AND r.deadline <= {now})
+    OR EXISTS (
+      SELECT 1 FROM waiters w WHERE w.run_id = r.run_id AND w.resolved_seq IS NULL
+        AND w.timeout_at IS NOT NULL AND w.timeout_at <= {now})
+    OR EXISTS (
+      SELECT 1 FROM deliveries d WHERE d.run_id = r.run_id AND d.status <> 'done'
+        AND (d.status = 'running' OR d.visible_at <= {now})
+        AND NOT EXISTS (
+          SELECT 1 FROM waiters w WHERE w.run_id = d.run_id AND w.step = d.step
+            AND w.resolved_seq IS NULL)))"""
+
+_CLAIMABLE = f"""
 SELECT r.run_id FROM runs r
 WHERE r.status = 'running'
   AND EXISTS (
     SELECT 1 FROM unnest($1::text[], $2::text[]) AS w (name, version)
     WHERE r.workflow = w.name AND (r.workflow_version IS NULL OR r.workflow_version = w.version))
   AND (r.owner IS NULL OR r.owner_heartbeat IS NULL OR r.owner_heartbeat < $3)
-  AND (
-    (r.deadline IS NOT NULL AND r.deadline <= $4)
-    OR EXISTS (
-      SELECT 1 FROM waiters w WHERE w.run_id = r.run_id AND w.resolved_seq IS NULL
-        AND w.timeout_at IS NOT NULL AND w.timeout_at <= $4)
-    OR EXISTS (
-      SELECT 1 FROM deliveries d WHERE d.run_id = r.run_id AND d.status <> 'done'
-        AND (d.status = 'running' OR d.visible_at <= $4)
-        AND NOT EXISTS (
-          SELECT 1 FROM waiters w WHERE w.run_id = d.run_id AND w.step = d.step
-            AND w.resolved_seq IS NULL))
-  )
+  AND {WORK_DUE.format(now="$4")}
 ORDER BY r.updated_at, r.created_order LIMIT $5
 """
 

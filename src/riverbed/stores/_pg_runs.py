@@ -10,8 +10,14 @@ import dataclasses
 
 from riverbed.errors import RunFinishedError, RunOwnedError
 from riverbed.stores._pg_conn import PgConn
-from riverbed.stores._pg_reads import not_found, read_snapshot, read_waiters, run_status
-from riverbed.stores._pg_writes import count
+from riverbed.stores._pg_reads import (
+    SNAPSHOT_COLUMNS,
+    not_found,
+    read_snapshot,
+    read_waiters,
+    run_status,
+)
+from riverbed.stores._pg_writes import count, notify_if_claimable
 from riverbed.stores._sqlite_writes import owner_is_dead
 from riverbed.stores.base import RunStatus
 from riverbed.stores.durable import RunSnapshot, WaiterRow
@@ -88,9 +94,24 @@ async def finish_run(
         await run_status(conn, run_id)
 
 
+#: take a running run that has no live owner, in one statement (the usual case: a worker
+#: taking a run nobody runs); returns what the snapshot needs of the run's row
+_TAKE = f"""
+UPDATE runs SET owner = $2, owner_heartbeat = $3, updated_at = $3
+WHERE run_id = $1 AND status = 'running'
+  AND (owner IS NULL OR owner = $2 OR owner_heartbeat IS NULL
+       OR owner_heartbeat <= $3::float8 - $4::float8)
+RETURNING {SNAPSHOT_COLUMNS}
+"""
+
+
 async def acquire_run(
     conn: PgConn, run_id: str, owner: str, now: float, lease_seconds: float
 ) -> RunSnapshot:
+    taken = await conn.fetchrow(_TAKE, run_id, owner, now, lease_seconds)
+    if taken is not None:
+        return await read_snapshot(conn, run_id, taken)
+    # Ended, unknown, or owned: find out which, and take it from a dead owner of this host.
     row = await conn.fetchrow(
         "SELECT status, owner, owner_heartbeat FROM runs WHERE run_id = $1 FOR UPDATE", run_id
     )
@@ -119,7 +140,9 @@ async def acquire_run(
     return await read_snapshot(conn, run_id)
 
 
-async def release_run(conn: PgConn, run_id: str, owner: str, now: float) -> None:
+async def release_run(
+    conn: PgConn, run_id: str, owner: str, now: float, channel: str | None = None
+) -> None:
     changed = await conn.execute(
         "UPDATE runs SET owner = NULL, owner_heartbeat = NULL, updated_at = $3"
         " WHERE run_id = $1 AND owner = $2",
@@ -129,6 +152,10 @@ async def release_run(conn: PgConn, run_id: str, owner: str, now: float) -> None
     )
     if count(changed) == 0:
         await run_status(conn, run_id)
+    elif channel is not None:
+        # Submitted (created, then released), parked with work due, or given up at
+        # shutdown: wake a worker. A run parked on a human's answer has none due.
+        await notify_if_claimable(conn, run_id, channel, now, 0.0)
 
 
 async def heartbeat(conn: PgConn, run_id: str, owner: str, now: float) -> None:

@@ -8,6 +8,7 @@ password is kept out of every ``repr``, log line and error message: they show
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
@@ -75,6 +76,18 @@ class PgSettings:
     def where(self) -> str:
         """``host:port/database``, for messages."""
         return f"{self.host}:{self.port}/{self.database or self.user or ''}"
+
+    @property
+    def work_channel(self) -> str:
+        """The ``LISTEN/NOTIFY`` channel on which this schema's stores announce work that no
+        process runs (``riverbed_work``, with the schema's name unless it is the default,
+        so that stores of other schemas in the same database are not woken)."""
+        if self.schema == "riverbed":
+            return "riverbed_work"
+        channel = f"riverbed_work_{self.schema}"
+        if len(channel) > 63:  # PostgreSQL's longest identifier
+            channel = f"riverbed_work_{zlib.crc32(self.schema.encode()):08x}"
+        return channel
 
     def redacted(self) -> str:
         """The URL with the password replaced by ``***``: safe to print."""

@@ -19,7 +19,7 @@ from __future__ import annotations
 from riverbed._engine import crashpoints
 from riverbed.errors import FencedError, RunExistsError, RunFinishedError
 from riverbed.stores._pg_conn import PgConn
-from riverbed.stores._pg_reads import not_found, run_status
+from riverbed.stores._pg_reads import WORK_DUE, not_found, run_status
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import CommitRow, EventRow
 
@@ -71,6 +71,24 @@ async def _insert_deliveries(
         now,
         lease_until,
     )
+
+
+_NOTIFY_IF_CLAIMABLE = f"""
+SELECT pg_notify($2, r.workflow) FROM runs r
+WHERE r.run_id = $1 AND r.status = 'running'
+  AND (r.owner IS NULL OR r.owner_heartbeat IS NULL OR r.owner_heartbeat < $3)
+  AND {WORK_DUE.format(now="$4")}
+"""
+
+
+async def notify_if_claimable(
+    conn: PgConn, run_id: str, channel: str, now: float, lease_seconds: float
+) -> None:
+    """Wake idle workers (``NOTIFY``, sent when this transaction commits) if the run has
+    work due and no live owner: it waits in ``claimable_runs`` for one of them. Only for
+    work left unclaimed (a submitted, released or answered run), never in a step commit,
+    whose follow-on work its own process runs."""
+    await conn.execute(_NOTIFY_IF_CLAIMABLE, run_id, channel, now - lease_seconds, now)
 
 
 # -- runs and outside events -----------------------------------------------------------
@@ -140,6 +158,8 @@ async def submit_event(
     targets: tuple[str, ...],
     resolves: tuple[str, ...],
     now: float,
+    channel: str | None = None,
+    lease_seconds: float = 30.0,
 ) -> tuple[int, bool]:
     # The row lock serializes submissions and commits of this run: the seq allocated here
     # is the run's next, and a client_event_id is checked and inserted atomically.
@@ -186,6 +206,9 @@ async def submit_event(
             seq,
             list(resolves),
         )
+    if channel is not None:
+        # A run nobody runs (a parked one answered from outside) waits for a worker.
+        await notify_if_claimable(conn, run_id, channel, now, lease_seconds)
     return seq, True
 
 

@@ -188,9 +188,10 @@ class PostgresStore:
             async def replay(conn: PgConn) -> tuple[int, bool] | None:
                 return await writes.submit_event_replay(conn, run_id, client_id)
 
+        channel, lease = self.settings.work_channel, self.lease_seconds
         return await self._tx(
             f"submitting an event to run {run_id!r}",
-            lambda c: writes.submit_event(c, run_id, event, targets, resolves, now),
+            lambda c: writes.submit_event(c, run_id, event, targets, resolves, now, channel, lease),
             replay,
             run_id=run_id,
         )
@@ -295,10 +296,19 @@ class PostgresStore:
         now = self._now()
         await self._tx(
             f"releasing run {run_id!r}",
-            lambda c: runs.release_run(c, run_id, owner, now),
+            lambda c: runs.release_run(c, run_id, owner, now, self.settings.work_channel),
             _idempotent,
             run_id=run_id,
         )
+
+    async def wait_for_work(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for other processes to leave work no process
+        runs (``LISTEN`` on :attr:`PgSettings.work_channel`): True when told of some, or
+        when the listening connection has just been (re)made and notifications may have
+        been missed; False on timeout. A lost connection is never raised: it is made
+        again on the next call, and the caller polls (``claimable_runs``) meanwhile, so
+        this only makes workers start sooner. Worker processes call it between polls."""
+        return await self._db.wait_for_work(timeout)
 
     async def heartbeat(self, run_id: str, owner: str) -> None:
         """Prove ``owner`` is alive. Raises ``RunOwnedError`` if it no longer owns the run."""
@@ -333,9 +343,11 @@ class PostgresStore:
         Taking one is :meth:`acquire_run`, which locks the run's row: of several workers
         that found the same run, one gets it and the others get ``RunOwnedError``."""
         now, lease = self._now(), self.lease_seconds
-        return await self._read(
-            "looking for runs to take",
+        return await self._db.transaction(
             lambda c: reads.claimable_runs(c, tuple(workflows), limit, now, lease),
+            "looking for runs to take",
+            _idempotent,
+            single=True,  # workers poll this: one statement, no BEGIN/COMMIT
         )
 
     async def read_waiters(self, run_id: str) -> list[WaiterRow]:
