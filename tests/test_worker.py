@@ -262,3 +262,44 @@ async def test_an_answer_to_a_run_a_worker_holds_is_recorded_as_answering_the_wa
 
 async def _waiting(tmp_path: Path, run_id: str) -> bool:
     return _raw(tmp_path, "SELECT count(*) FROM waiters WHERE run_id = ?", run_id)[0] == 1
+
+
+class WaitAWhile(Workflow):
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        from riverbed import WaitForEventTimeoutError
+
+        try:
+            await ctx.wait_for_event(
+                HumanResponseEvent, waiter_event=InputRequiredEvent(prefix="?"), timeout=1.0
+            )
+        except WaitForEventTimeoutError:
+            return StopEvent(result="nobody answered")
+        return StopEvent(result="answered")
+
+
+async def test_a_wait_timeout_fires_on_a_worker_after_the_run_was_parked(
+    tmp_path: Path, started: Any
+) -> None:
+    client = WaitAWhile(store=url(tmp_path))
+    run_id = await client.submit()
+    worker = Worker([WaitAWhile()], store=url(tmp_path), poll_interval=0.05, park_after=0.2)
+    started(worker)
+    await until(lambda: _parked(worker))
+    assert worker.running == []  # parked: no process holds the run while it waits
+    # The wait's timeout is a row: when it is due, the run needs a process again.
+    await until(lambda: _is(client, run_id, RunStatus.COMPLETED), seconds=10)
+    assert (await client.store.get_run(run_id)).result == '"nobody answered"'
+    assert worker.taken == 2
+
+
+async def test_a_run_timeout_fires_on_a_worker_after_the_run_was_parked(
+    tmp_path: Path, started: Any
+) -> None:
+    client = Approve(store=url(tmp_path), timeout=1.0)
+    run_id = await client.submit(item="late")
+    worker = Worker([Approve(timeout=1.0)], store=url(tmp_path), poll_interval=0.05, park_after=0.2)
+    started(worker)
+    await until(lambda: _parked(worker))
+    await until(lambda: _is(client, run_id, RunStatus.TIMED_OUT), seconds=10)
+    assert worker.taken == 2
