@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
@@ -48,9 +50,24 @@ _BUILTIN_EVENTS: tuple[type[Event], ...] = (
 )
 
 
+def stored_module(module: str) -> str:
+    """The module name stored for classes of ``module``: for ``__main__`` (a script run as
+    ``python app.py`` or ``python -m pkg.app``), the name the module has when imported
+    (``app``, ``pkg.app``), so a run started by the script can be continued by a process
+    that imports it (``riverbed runs resume ... app.py:Flow``) and the other way round."""
+    if module != "__main__":
+        return module
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and getattr(spec, "name", None):
+        return str(spec.name)
+    path = getattr(main, "__file__", None)
+    return Path(path).stem if path else module
+
+
 def type_key(cls: type[Any]) -> str:
     """The name a type is stored under: ``module.QualifiedName``."""
-    return f"{cls.__module__}.{cls.__qualname__}"
+    return f"{stored_module(cls.__module__)}.{cls.__qualname__}"
 
 
 class TypeRegistry:

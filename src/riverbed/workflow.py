@@ -190,7 +190,7 @@ class Workflow:
     @property
     def workflow_name(self) -> str:
         """A stable name: ``module.ClassName`` unless given to the constructor."""
-        return self._workflow_name or f"{type(self).__module__}.{type(self).__qualname__}"
+        return self._workflow_name or type_key(type(self))
 
     #: Set on a subclass to name the version of its steps yourself; by default it is a
     #: digest of the steps and the events they take and emit. Worker processes only take

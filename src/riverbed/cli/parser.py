@@ -269,7 +269,7 @@ def _add_extras(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     worker = _add(sub, "worker", "execute durable runs from a shared store (scale-out worker)")
     worker.add_argument("workflows", metavar="MODULE:NAME", nargs="+", help=_SPEC_HELP)
     worker.add_argument("--store", metavar="URL", help=_STORE_HELP + " (required)")
-    worker.add_argument("--slots", type=int, default=4, help="runs executed at once (default 4)")
+    worker.add_argument("--slots", type=int, default=8, help="runs executed at once (default 8)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -38,6 +38,7 @@ class RunStatus(str, enum.Enum):
 
     @property
     def is_terminal(self) -> bool:
+        """True once the run has ended (completed, failed, cancelled or timed out)."""
         return self is not RunStatus.RUNNING
 
 
