@@ -181,13 +181,16 @@ class WorkflowTestRunner:
         # A journaling store of its own, so every event of the run can be returned.
         store = MemoryStore(max_finished_runs=1, journal=True)
         handler = self._workflow.run(ctx=ctx, start_event=start_event, store=store, **kwargs)
+        # Every event as it is routed (the run has not begun yet: it starts in a task). The
+        # journal alone would miss events sent by a step that was still returning when the
+        # run ended: its commit is never recorded.
+        events: list[Event] = []
+        run = handler.ctx._run
+        if run is not None:
+            run.observe_route = events.append
         excluded = tuple(exclude_events or ())
         collected = [ev async for ev in handler.stream_events() if not isinstance(ev, excluded)]
         result = await handler
-        journal = await store.get_journal(handler.run_id)
-        events = [
-            entry.event for entry in journal if entry.kind == "accepted" and entry.event is not None
-        ]
         counts: Counter[type[Event]] = Counter(type(e) for e in events)
         for ev in collected:
             if not any(ev is e for e in events):

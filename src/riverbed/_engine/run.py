@@ -122,6 +122,8 @@ class Run:
         self.parent: Attempt | None = CURRENT_ATTEMPT.get()
         self.children: list[Run] = []
         self.waiting_for_input = False
+        #: called with every event routed in the run (``riverbed.testing`` counts them)
+        self.observe_route: Callable[[Event], object] | None = None
         self._seq = 0
         self._routes: dict[type, tuple[StepRuntime, ...]] = {}
         self._ready: deque[StepRuntime] = deque()
@@ -262,6 +264,8 @@ class Run:
         """Deliver ``event`` to the waiters and steps that take it."""
         if self.done:
             return
+        if self.observe_route is not None:
+            self.observe_route(event)
         if seq is None:
             seq = self._next_seq()
         if source is not None:
