@@ -331,8 +331,9 @@ async def test_a_lock_taken_while_a_run_goes_on(
         conn.close()
     assert commits == [("first",)]
     assert state == '{"first": 1}'
-    # Its end could not be recorded either (logged), so the run can be resumed and finish.
-    assert "could not record the end (failed)" in caplog.text
+    # The run is not recorded as failed (the store failed, not the run): it stopped here
+    # (logged) and can be resumed and finish.
+    assert "stopped here because the store failed" in caplog.text
     assert status_of(db, handler.run_id) == "running"
     again = build(workflows, Gate, db)
     again.gate, again.entered = asyncio.Event(), asyncio.Event()

@@ -142,6 +142,25 @@ class DurableRun(Run):
             logger.warning("heartbeat of run %s failed: %s", self.run_id, exc)
         return True
 
+    # -- the store failing -------------------------------------------------------------------
+    def _lost_store(self, exc: Exception) -> bool:
+        return isinstance(exc, StoreError) and not isinstance(exc, FencedError)
+
+    def _give_up(self, exc: Exception) -> None:
+        """The store failed under an attempt (unreachable, locked, its connection lost). The
+        run's rows are intact, so it must not be recorded as failed: stop executing it
+        here, record nothing, and let it be resumed (a worker takes it again once the
+        store is back and this process's lease has lapsed)."""
+        if self.done:
+            return
+        logger.warning(
+            "run %s stopped here because the store failed (%s); it can be resumed", self.run_id, exc
+        )
+        self._owns_row = False
+        # The store's own error reaches the caller: it names the problem and says that
+        # nothing committed was lost.
+        self.background(self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=exc), exc))
+
     # -- workers ---------------------------------------------------------------------------
     def parkable(self) -> bool:
         """Whether the run only waits: for an answer from outside (a human), or for a retry

@@ -369,6 +369,8 @@ class Run:
                     error.__cause__ = exc
                 await self._on_failure(rt, delivery, attempt, error)
             except Exception as exc:
+                if self._records_steps and self._lost_store(exc):
+                    raise  # the store failed under the step (a wait, a memo): not its fault
                 await self._on_failure(rt, delivery, attempt, exc)
             else:
                 if traced:
@@ -378,6 +380,9 @@ class Run:
         except Exception as exc:  # a bug in routing or in the store: the run cannot go on
             if traced:
                 self._trace_end(delivery, FAILED, None, exc)
+            if self._lost_store(exc):
+                self._give_up(exc)
+                return
             await self._finish(
                 RunStatus.FAILED, WorkflowFailedEvent(step_name=spec.name, exception=exc), exc
             )
@@ -387,6 +392,13 @@ class Run:
             self._end_attempt(attempt)
             if traced:
                 self._trace_end(delivery, CANCELLED)  # if nothing ended it (cancelled)
+
+    def _lost_store(self, exc: Exception) -> bool:
+        """Whether ``exc`` is the durable store failing (durable runs override this)."""
+        return False
+
+    def _give_up(self, exc: Exception) -> None:
+        """Stop executing the run here after the store failed (durable runs)."""
 
     async def _begin_attempt(self, attempt: Attempt) -> bool:
         """Tell the store an attempt starts; False if it must not run (durable fencing)."""
