@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from riverbed.errors import RunFinishedError, RunOwnedError
+from riverbed.errors import RunOwnedError
+from riverbed.stores._ownership import check_takeover
 from riverbed.stores._pg_conn import PgConn
 from riverbed.stores._pg_reads import (
     SNAPSHOT_COLUMNS,
@@ -18,7 +19,6 @@ from riverbed.stores._pg_reads import (
     run_status,
 )
 from riverbed.stores._pg_writes import count, notify_if_claimable
-from riverbed.stores._sqlite_writes import owner_is_dead
 from riverbed.stores.base import RunStatus
 from riverbed.stores.durable import RunSnapshot, WaiterRow
 
@@ -117,20 +117,7 @@ async def acquire_run(
     )
     if row is None:
         raise not_found(run_id)
-    status, current, beat = RunStatus(row[0]), row[1], row[2]
-    if status.is_terminal:
-        raise RunFinishedError(
-            f"Run {run_id!r} has already finished ({status.value}); there is nothing to "
-            "resume. Read its result with `await store.get_run(run_id)`."
-        )
-    fresh = beat is not None and now - beat < lease_seconds
-    if current is not None and current != owner and fresh and not owner_is_dead(current):
-        raise RunOwnedError(
-            f"Run {run_id!r} is being executed by {current!r}, whose last heartbeat was "
-            f"{now - beat:.1f}s ago. Wait for it to finish, or resume the run after that "
-            f"process has stopped (its claim lapses {lease_seconds:g}s after its last "
-            "heartbeat)."
-        )
+    check_takeover(run_id, RunStatus(row[0]), row[1], row[2], owner, now, lease_seconds)
     await conn.execute(
         "UPDATE runs SET owner = $2, owner_heartbeat = $3, updated_at = $3 WHERE run_id = $1",
         run_id,

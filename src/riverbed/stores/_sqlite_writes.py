@@ -9,17 +9,14 @@ anywhere rolls back everything the function wrote.
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 import sqlite3
 
 from riverbed._engine import crashpoints
 from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOwnedError
+from riverbed.stores._ownership import check_takeover
 from riverbed.stores._sqlite_reads import not_found, read_snapshot, read_waiters, run_status
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import CommitRow, EventRow, RunSnapshot, WaiterRow
-
-_HOST = socket.gethostname()
 
 
 def _insert_event(conn: sqlite3.Connection, run_id: str, event: EventRow, now: float) -> None:
@@ -66,24 +63,6 @@ def _insert_deliveries(
             for step, token in zip(targets, claims, strict=True)
         ],
     )
-
-
-def owner_is_dead(owner: str) -> bool:
-    """True when ``owner`` ("host:pid:uuid") names a process of this host that is gone."""
-    parts = owner.split(":")
-    if len(parts) < 3:
-        return False
-    host, pid_text = ":".join(parts[:-2]), parts[-2]
-    if host != _HOST or not pid_text.isdigit():
-        return False
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return True
-    except OSError:
-        # The pid exists but belongs to someone else, or cannot be probed: assume alive.
-        return False
-    return False
 
 
 # -- writes --------------------------------------------------------------------------
@@ -423,20 +402,7 @@ def acquire_run(
     ).fetchone()
     if row is None:
         raise not_found(run_id)
-    status, current, heartbeat = RunStatus(row[0]), row[1], row[2]
-    if status.is_terminal:
-        raise RunFinishedError(
-            f"Run {run_id!r} has already finished ({status.value}); there is nothing to "
-            "resume. Read its result with `await store.get_run(run_id)`."
-        )
-    fresh = heartbeat is not None and now - heartbeat < lease_seconds
-    if current is not None and current != owner and fresh and not owner_is_dead(current):
-        raise RunOwnedError(
-            f"Run {run_id!r} is being executed by {current!r}, whose last heartbeat was "
-            f"{now - heartbeat:.1f}s ago. Wait for it to finish, or resume the run after that "
-            f"process has stopped (its claim lapses {lease_seconds:g}s after its last "
-            "heartbeat)."
-        )
+    check_takeover(run_id, RunStatus(row[0]), row[1], row[2], owner, now, lease_seconds)
     conn.execute(
         "UPDATE runs SET owner = ?, owner_heartbeat = ?, updated_at = ? WHERE run_id = ?",
         (owner, now, now, run_id),
