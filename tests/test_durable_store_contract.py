@@ -613,6 +613,47 @@ async def test_acquire_run_returns_everything_needed_to_resume(store: AnyStore) 
     assert (snap.next_seq, snap.stream_len, snap.deadline) == (2, 1, 123.5)
 
 
+async def test_acquire_run_can_claim_the_due_deliveries(store: AnyStore, clock: WallClock) -> None:
+    await new_run(store, targets=("a", "b", "c", "d"))
+    await store.claim("r1", 1, "b", "tb", 30)  # running: its owner died mid-step
+    await store.claim("r1", 1, "c", "tc", 30)
+    await store.fail_attempt("r1", 1, "c", "tc", "boom", clock.now + 60)  # backing off
+    await store.claim("r1", 1, "d", "td", 30)
+    await store.commit("r1", CommitRow(1, "d", 1, "td", stream=(("t.P", "{}"),), next_seq=2))
+    snap = await store.acquire_run("r1", ME, claim=True)
+    rows = {d.step: d for d in snap.deliveries}
+    assert sorted(rows) == ["a", "b", "c"]  # d is done
+    assert [(rows[s].status, rows[s].attempts) for s in "abc"] == [
+        ("running", 1),  # pending and due: claimed, attempt 1
+        ("running", 2),  # left running: claimed again, attempt 2
+        ("pending", 1),  # its backoff has not passed: left alone
+    ]
+    token_a, token_b = rows["a"].claim_token, rows["b"].claim_token
+    assert token_a
+    assert token_b
+    assert len({token_a, token_b, "tb"}) == 3
+    assert rows["c"].claim_token is None
+    # The tokens are the deliveries' claims: the dead attempt's is fenced, the new one commits.
+    with pytest.raises(FencedError):
+        await store.commit("r1", CommitRow(1, "b", 1, "tb", next_seq=2))
+    assert await store.commit("r1", CommitRow(1, "b", 2, token_b, next_seq=2)) == 2
+    assert await store.commit("r1", CommitRow(1, "a", 1, token_a, next_seq=2)) == 3
+    # Without claim, nothing is claimed and no token is handed out.
+    plain = await store.acquire_run("r1", ME)
+    assert [(d.step, d.status, d.claim_token) for d in plain.deliveries] == [("c", "pending", None)]
+
+
+async def test_acquire_run_reads_the_stream_with_the_snapshot(store: AnyStore) -> None:
+    await new_run(store, targets=("a",))
+    await store.claim("r1", 1, "a", "ta", 30)
+    stream = (("t.P", '{"i": 1}'), ("t.P", '{"i": 2}'))
+    await store.commit("r1", CommitRow(1, "a", 1, "ta", stream=stream, next_seq=2))
+    snap = await store.acquire_run("r1", ME)
+    assert snap.stream is not None
+    assert list(snap.stream) == await store.read_stream("r1")
+    assert [(r.seq, r.payload) for r in snap.stream] == [(1, '{"i": 1}'), (2, '{"i": 2}')]
+
+
 async def test_acquire_run_takes_over_a_dead_owner_at_once(store: AnyStore) -> None:
     child = await asyncio.create_subprocess_exec(
         sys.executable, "-c", "import os; print(os.getpid())", stdout=subprocess.PIPE

@@ -70,11 +70,16 @@ class Heard:
     """Notifications on a store's work channel, heard on a connection of the test's own."""
 
     def __init__(self) -> None:
+        #: the workflow each notification names
         self.payloads: list[str] = []
+        #: the run each notification names
+        self.runs: list[str] = []
         self.conn: Any = None
 
     def __call__(self, conn: Any, pid: int, channel: str, payload: str) -> None:
-        self.payloads.append(payload)
+        data = json.loads(payload)
+        self.payloads.append(data["workflow"])
+        self.runs.append(data["run"])
 
 
 @pytest.fixture
@@ -194,6 +199,7 @@ async def test_step_commits_never_notify(pg_url: str, heard: Heard, started: Any
         run_id = await local.submit()
         await settle(heard)
         assert heard.payloads == ["chain"]
+        assert heard.runs == [run_id]
         worker = Worker([Chain(workflow_name="chain")], store=pg_url, poll_interval=POLL)
         started(worker)
         await until(lambda: _ended(local, run_id))
@@ -315,3 +321,60 @@ async def test_a_closed_store_waits_out_the_timeout_without_raising(pg_url: str)
     began = time.monotonic()
     assert await store.wait_for_work(0.2) is False
     assert time.monotonic() - began >= 0.19
+
+
+async def test_a_notified_run_is_taken_without_querying_for_work(
+    pg_url: str,  # noqa: F811
+    started: Any,
+) -> None:
+    # The notification names the run: the worker acquires it at once, and its query for
+    # claimable runs (a poll, every POLL seconds here) is not what finds it.
+    client = Chain(store=pg_url, workflow_name="chain")
+    worker = Worker([Chain(workflow_name="chain")], store=pg_url, poll_interval=POLL)
+    store = worker._store
+    real, queries = store.claimable_runs, []
+
+    async def counting(*args: Any) -> list[str]:
+        queries.append(args)
+        return list(await real(*args))
+
+    store.claimable_runs = counting
+    started(worker)
+    try:
+        await until(lambda: _listening(store))
+        await until(lambda: _true(bool(queries)))  # the worker's first look for work
+        before = len(queries)
+        run_id = await client.submit()
+        await until(lambda: _ended(client, run_id), seconds=5.0)
+        assert (await client.store.get_run(run_id)).result == str(CHAIN)
+        assert len(queries) == before
+        assert worker.taken == 1
+    finally:
+        await client.store.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+def test_notified_runs_keeps_this_workers_runs_in_order() -> None:
+    # No server needed: notifications are fed to the store's listener directly.
+    store = PostgresStore.from_url("postgresql://app@localhost:5432/app")
+    listener = store._db._listener
+
+    def notify(run: str, workflow: str, version: str | None) -> None:
+        payload = json.dumps({"run": run, "workflow": workflow, "version": version})
+        listener._notified(None, 0, "riverbed_work", payload)
+
+    notify("r1", "chain", "v1")
+    notify("r2", "other", "v1")  # a workflow this worker does not serve: dropped
+    notify("r3", "chain", "v0")  # a version it cannot run: dropped
+    notify("r4", "chain", None)  # a run recorded without a version
+    notify("r1", "chain", "v1")  # told twice
+    notify("r5", "chain", "v1")
+    listener._notified(None, 0, "riverbed_work", "chain")  # no run named: only wakes
+    mine = [("chain", "v1")]
+    assert store.notified_runs(mine, 2) == ["r1", "r4"]
+    assert store.notified_runs(mine, 2) == ["r5"]  # kept for the next call, not lost
+    assert store.notified_runs(mine, 2) == []
+    assert listener.received == 7

@@ -95,6 +95,8 @@ class Worker:
         self._park_after = park_after
         self._runs: dict[str, WorkflowHandler] = {}
         self._idle_since: dict[str, float] = {}
+        #: when claimable_runs last ran (monotonic)
+        self._polled = 0.0
         self._stopping: asyncio.Event | None = None
         #: set when a run ends while every slot was taken: look for work at once
         self._freed: asyncio.Event | None = None
@@ -171,6 +173,21 @@ class Worker:
         free = self._slots - len(self._runs)
         if free <= 0:
             return
+        # Runs a notification named are taken at once (no query); the query still runs
+        # every poll interval, for runs no notification names (a backoff or a wait's
+        # timeout came due, a notification was lost).
+        notified = getattr(self._store, "notified_runs", None)
+        hinted = notified(pairs, free) if notified is not None else []
+        for run_id in hinted:
+            if run_id not in self._runs:
+                await self._take(run_id)
+        now = time.monotonic()
+        if hinted and now - self._polled < self._poll:
+            return
+        self._polled = now
+        free = self._slots - len(self._runs)
+        if free <= 0:
+            return
         for run_id in await self._store.claimable_runs(pairs, free):
             if run_id not in self._runs:
                 await self._take(run_id)
@@ -178,7 +195,7 @@ class Worker:
     async def _take(self, run_id: str) -> None:
         store = self._store
         try:
-            snapshot = await store.acquire_run(run_id, owner_id())
+            snapshot = await store.acquire_run(run_id, owner_id(), claim=True)
         except (RunOwnedError, RunFinishedError, RunNotFoundError):
             return  # another worker was faster, or the run ended meanwhile
         workflow = self._workflows.get(snapshot.record.workflow)

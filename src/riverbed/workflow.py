@@ -412,7 +412,7 @@ class Workflow:
             # (each copy with its own state and writer lease: lost updates).
             return WorkflowHandler(live)
         await self.open_store()
-        snapshot = await store.acquire_run(run_id, owner_id())
+        snapshot = await store.acquire_run(run_id, owner_id(), claim=True)
         return await self._continue(snapshot)
 
     async def _continue(self, snapshot: RunSnapshot) -> WorkflowHandler:

@@ -84,8 +84,9 @@ class DurableRun(Run):
         self._finished_by_commit = False
         self._polling = False
         self._confirming_end = False
-        #: (event seq, step) -> claim token of deliveries our own commits claimed for us
-        self._preclaimed: dict[tuple[int, str], str] = {}
+        #: (event seq, step) -> (claim token, attempt number) of deliveries claimed for
+        #: us by our own commits (attempt 1) or by acquire_run(claim=True)
+        self._preclaimed: dict[tuple[int, str], tuple[str, int]] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
         #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
         #: and that failure must not end (or release) the existing run it collided with.
@@ -274,7 +275,10 @@ class DurableRun(Run):
         state_store = self.ctx._state_store
         state_store._state = codec.load_state(state_store.state_type, snap.state)
         self._seq = snap.next_seq - 1
-        for streamed in await self.durable_store.read_stream(self.run_id, 0, 1_000_000):
+        stream = snap.stream
+        if stream is None:
+            stream = tuple(await self.durable_store.read_stream(self.run_id, 0, 1_000_000))
+        for streamed in stream:
             self.stream.write(codec.load(streamed.type_key, streamed.payload))
         for held in snap.collected:
             rt = self.runtime(held.step)
@@ -290,6 +294,10 @@ class DurableRun(Run):
                 codec.load(row.event.type_key, row.event.payload), row.event_seq, row.lineage
             )
             delivery.attempts = row.attempts
+            if row.claim_token is not None:
+                # Claimed for us by acquire_run: the attempt about to start is that claim.
+                self._preclaimed[(row.event_seq, row.step)] = (row.claim_token, row.attempts)
+                delivery.attempts = row.attempts - 1
             rt = self.runtime(row.step)
             # visible_at is a retry backoff only for a pending delivery. For a running one
             # it is the lease of the attempt that was running when its process died; this
@@ -310,10 +318,11 @@ class DurableRun(Run):
     async def _begin_attempt(self, attempt: Attempt) -> bool:
         delivery = attempt.delivery
         attempt.started_at = time.time()
-        token = self._preclaimed.pop((delivery.seq, attempt.rt.spec.name), None)
-        if token is not None and delivery.attempts == 1:
-            # Claimed for us in the commit that produced it: no claim transaction.
-            attempt.token = token
+        claimed = self._preclaimed.pop((delivery.seq, attempt.rt.spec.name), None)
+        if claimed is not None and delivery.attempts == claimed[1]:
+            # Claimed for us by the commit that produced it or by acquire_run: no claim
+            # transaction.
+            attempt.token = claimed[0]
             crashpoints.hit("after_claim")
             return True
         attempt.token = uuid.uuid4().hex
@@ -399,7 +408,7 @@ class DurableRun(Run):
     ) -> None:
         delivery = attempt.delivery
         targets = self._pending_targets(attempt)
-        new_claims: list[tuple[tuple[int, str], str]] = []
+        new_claims: list[tuple[tuple[int, str], tuple[str, int]]] = []
         produced: list[ProducedRow] = []
         stop: StopEvent | None = None
         for seq, event in attempt.produced:
@@ -407,7 +416,7 @@ class DurableRun(Run):
             key, payload = self.codec.dump(event)
             names = self._target_names(event, target)
             claims = tuple(uuid.uuid4().hex for _ in names)
-            new_claims.extend(((seq, n), t) for n, t in zip(names, claims, strict=True))
+            new_claims.extend(((seq, n), (t, 1)) for n, t in zip(names, claims, strict=True))
             produced.append(
                 ProducedRow(
                     EventRow(seq, key, payload, attempt.rt.spec.name), names, lineage, claims

@@ -25,7 +25,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg  # type: ignore[import-untyped]
 
 from riverbed.errors import StoreCorruptError, StoreError, StoreLockedError, StoreSchemaError
-from riverbed.stores._pg_listen import WorkListener
+from riverbed.stores._pg_listen import WorkHint, WorkListener
 from riverbed.stores._pg_loop import InOrder, LoopThread
 from riverbed.stores._pg_settings import PgSettings
 
@@ -167,6 +167,14 @@ class PgConnections:
             return False
         return await thread.run(self._listener.wait(timeout))
 
+    def take_hints(self) -> list[WorkHint]:
+        """The runs named by notifications since the last call (see WorkListener)."""
+        return self._listener.take_hints()
+
+    def put_back_hints(self, hints: list[WorkHint]) -> None:
+        """Keep hints taken but not used for the next :meth:`take_hints`."""
+        self._listener.put_back(hints)
+
     def _connect_args(self) -> dict[str, Any]:
         s = self.settings
         return {
@@ -223,7 +231,9 @@ class PgConnections:
         """Run ``fn`` in one transaction, retrying on a new connection while the server
         is unreachable (for up to ``connect_timeout`` seconds). ``readonly``: a read-only
         ``REPEATABLE READ`` transaction, so that several statements read one snapshot;
-        ``single``: ``fn`` only reads, with one statement, run without ``BEGIN``/``COMMIT``.
+        ``single``: ``fn`` is one statement, run without ``BEGIN``/``COMMIT`` (atomic by
+        itself); it is run again after a broken connection, so it must be a read or a
+        write that is safe to repeat.
         Transactions given a ``run_id`` are applied in the order they were called, per
         run (see :class:`~riverbed.stores._pg_loop.InOrder`).
 
@@ -311,7 +321,7 @@ class PgConnections:
         single: bool = False,
     ) -> T:
         async with pool.acquire() as conn:
-            if single:  # one read statement: atomic by itself, no BEGIN/COMMIT round trips
+            if single:  # one statement: atomic by itself, no BEGIN/COMMIT round trips
                 try:
                     return await fn(conn)
                 except _BROKEN:

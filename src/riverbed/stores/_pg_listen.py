@@ -9,17 +9,29 @@ waits in :meth:`WorkListener.wait` between its looks for work. The listener neve
 a lost connection: it reconnects on the next wait, and a fresh ``LISTEN`` answers "look
 now", since notifications sent while it was away are lost. Workers also poll, so nothing
 depends on a notification arriving.
+
+A notification's payload names the run (``{"run": id, "workflow": name, "version": v}``);
+the listener keeps the latest ones (:meth:`WorkListener.take_hints`) so a worker can take
+that run at once instead of first querying for claimable runs.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["WorkListener"]
+__all__ = ["WorkHint", "WorkListener"]
+
+#: a notified run: (run id, workflow name, workflow version or None)
+WorkHint = tuple[str, str, "str | None"]
+
+#: notified runs kept for a worker that is busy (older ones are dropped: polling finds them)
+_MAX_HINTS = 10_000
 
 logger = logging.getLogger("riverbed")
 
@@ -42,6 +54,9 @@ class WorkListener:
         self._woken: asyncio.Event | None = None
         #: notifications received (tests and logs)
         self.received = 0
+        #: runs named by notifications not yet taken (appended on the store's loop, taken
+        #: from any thread: deque appends and pops are atomic)
+        self._hints: deque[WorkHint] = deque(maxlen=_MAX_HINTS)
 
     @property
     def listening(self) -> bool:
@@ -90,8 +105,23 @@ class WorkListener:
         self._conn = conn
         return True
 
+    def take_hints(self) -> list[WorkHint]:
+        """The runs named by notifications since the last call, oldest first."""
+        hints: list[WorkHint] = []
+        with contextlib.suppress(IndexError):
+            while True:
+                hints.append(self._hints.popleft())
+        return hints
+
+    def put_back(self, hints: list[WorkHint]) -> None:
+        """Return hints that were taken but not used (they come first next time)."""
+        self._hints.extendleft(reversed(hints))
+
     def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         self.received += 1
+        hint = _parse_hint(payload)
+        if hint is not None:
+            self._hints.append(hint)
         if self._woken is not None:
             self._woken.set()
 
@@ -113,3 +143,16 @@ class WorkListener:
         except Exception:  # the connection is gone anyway
             with contextlib.suppress(Exception):
                 conn.terminate()
+
+
+def _parse_hint(payload: str) -> WorkHint | None:
+    """The run a notification names, or None for a payload of another form (it still
+    wakes the worker, which then queries for work)."""
+    try:
+        data = json.loads(payload)
+        run, workflow, version = data["run"], data["workflow"], data.get("version")
+    except (ValueError, TypeError, KeyError):
+        return None
+    if not isinstance(run, str) or not isinstance(workflow, str):
+        return None
+    return run, workflow, version if isinstance(version, str) else None

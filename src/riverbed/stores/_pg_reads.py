@@ -7,9 +7,11 @@ snapshot); inside a write transaction they see what that transaction locked and 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from riverbed.errors import RunNotFoundError
+from riverbed.stores._ownership import check_takeover
 from riverbed.stores._pg_conn import PgConn
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import (
@@ -61,9 +63,36 @@ SNAPSHOT_COLUMNS = (
 )
 
 
-async def read_snapshot(conn: PgConn, run_id: str, row: Any = None) -> RunSnapshot:
+#: a snapshot's deliveries (every one not done, with its event). With ``$2`` (now) and
+#: ``$3`` (lease end) not null, those due now are claimed in the same statement: running
+#: for the caller, attempt + 1, a new random token (``claimed`` sees the rows as they
+#: were, so the claimed ones are read from its RETURNING)
+_SNAPSHOT_DELIVERIES = f"""
+WITH claimed AS (
+  UPDATE deliveries SET status = 'running', attempts = attempts + 1,
+    claim_token = gen_random_uuid()::text, visible_at = $3
+  WHERE $3::float8 IS NOT NULL AND run_id = $1 AND status IN ('pending', 'running')
+    AND (status = 'running' OR visible_at <= $2)
+  RETURNING event_seq, step, attempts, visible_at, claim_token
+)
+SELECT d.event_seq, d.step, CASE WHEN c.step IS NULL THEN d.status ELSE 'running' END,
+  coalesce(c.attempts, d.attempts), d.lineage, coalesce(c.visible_at, d.visible_at),
+  {_EVENT_COLUMNS}, c.claim_token
+FROM deliveries d JOIN events e ON e.run_id = d.run_id AND e.seq = d.event_seq
+LEFT JOIN claimed c ON c.event_seq = d.event_seq AND c.step = d.step
+WHERE d.run_id = $1 AND d.status <> 'done' ORDER BY d.event_seq, d.step
+"""
+
+
+async def read_snapshot(
+    conn: PgConn,
+    run_id: str,
+    row: Any = None,
+    claim: tuple[float, float] | None = None,
+) -> RunSnapshot:
     """What resuming the run needs; ``row`` is its ``SNAPSHOT_COLUMNS``, if already read
-    (taking the run returns them), else they are read here."""
+    (taking the run returns them), else they are read here. ``claim`` is ``(now, lease
+    end)``: claim the deliveries due now for the caller (see ``_SNAPSHOT_DELIVERIES``)."""
     if row is None:
         row = await conn.fetchrow(
             f"SELECT {SNAPSHOT_COLUMNS} FROM runs WHERE run_id = $1",
@@ -72,15 +101,10 @@ async def read_snapshot(conn: PgConn, run_id: str, row: Any = None) -> RunSnapsh
     if row is None:
         raise not_found(run_id)
     state, state_type, version, next_seq, stream_next, deadline, owner = tuple(row)[9:]
+    now, until = claim if claim is not None else (None, None)
     deliveries = tuple(
-        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6))
-        for d in await conn.fetch(
-            "SELECT d.event_seq, d.step, d.status, d.attempts, d.lineage, d.visible_at,"
-            f" {_EVENT_COLUMNS} FROM deliveries d JOIN events e"
-            " ON e.run_id = d.run_id AND e.seq = d.event_seq"
-            " WHERE d.run_id = $1 AND d.status <> 'done' ORDER BY d.event_seq, d.step",
-            run_id,
-        )
+        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6), d[11])
+        for d in await conn.fetch(_SNAPSHOT_DELIVERIES, run_id, now, until)
     )
     collected = tuple(
         CollectRow(c[0], c[1], event_row(c, 2))
@@ -90,6 +114,10 @@ async def read_snapshot(conn: PgConn, run_id: str, row: Any = None) -> RunSnapsh
             " WHERE c.run_id = $1 ORDER BY c.step, c.buffer_id, c.event_seq",
             run_id,
         )
+    )
+    stream = await conn.fetch(
+        "SELECT seq, commit_seq, type_key, payload FROM stream WHERE run_id = $1 ORDER BY seq",
+        run_id,
     )
     return RunSnapshot(
         record=run_record(row),
@@ -103,6 +131,92 @@ async def read_snapshot(conn: PgConn, run_id: str, row: Any = None) -> RunSnapsh
         deadline=deadline,
         owner=owner,
         extra={"state_version": str(version)},
+        stream=tuple(StreamRow(*r) for r in stream),
+    )
+
+
+#: a worker taking a run nobody runs (the usual case), in one statement and one round trip:
+#: take the run's row, claim its due deliveries ($5: lease end, or null: claim none), and
+#: read the rest of the snapshot as JSON arrays. When the run cannot be taken this way, the
+#: row has only the run's status, owner and heartbeat as they were (all null: no such run),
+#: so a worker that lost the race learns it without another round trip. The take need not
+#: wait for the WAL flush (see acquire_run).
+_TAKE_SNAPSHOT = f"""
+WITH taken AS (
+  UPDATE runs SET owner = $2, owner_heartbeat = $3, updated_at = $3
+  WHERE run_id = $1 AND status = 'running'
+    AND (owner IS NULL OR owner = $2 OR owner_heartbeat IS NULL
+         OR owner_heartbeat <= $3::float8 - $4::float8)
+  RETURNING {SNAPSHOT_COLUMNS}
+), claimed AS (
+  UPDATE deliveries SET status = 'running', attempts = attempts + 1,
+    claim_token = gen_random_uuid()::text, visible_at = $5
+  WHERE $5::float8 IS NOT NULL AND run_id = $1 AND EXISTS (SELECT 1 FROM taken)
+    AND status IN ('pending', 'running') AND (status = 'running' OR visible_at <= $3)
+  RETURNING event_seq, step, attempts, visible_at, claim_token
+)
+SELECT t.*,
+  CASE WHEN t.run_id IS NULL THEN NULL
+       ELSE set_config('synchronous_commit', 'off', true) END,
+  (SELECT json_agg(json_build_array(
+     d.event_seq, d.step, CASE WHEN c.step IS NULL THEN d.status ELSE 'running' END,
+     coalesce(c.attempts, d.attempts), d.lineage, coalesce(c.visible_at, d.visible_at),
+     {_EVENT_COLUMNS}, c.claim_token) ORDER BY d.event_seq, d.step)
+   FROM deliveries d JOIN events e ON e.run_id = d.run_id AND e.seq = d.event_seq
+   LEFT JOIN claimed c ON c.event_seq = d.event_seq AND c.step = d.step
+   WHERE t.run_id IS NOT NULL AND d.run_id = $1 AND d.status <> 'done'),
+  (SELECT json_agg(json_build_array(c.step, c.buffer_id, {_EVENT_COLUMNS})
+     ORDER BY c.step, c.buffer_id, c.event_seq)
+   FROM collected c JOIN events e ON e.run_id = c.run_id AND e.seq = c.event_seq
+   WHERE t.run_id IS NOT NULL AND c.run_id = $1),
+  (SELECT json_agg(json_build_array(w.waiter_id, w.step, w.event_type, w.requirements,
+     {_EVENT_COLUMNS}, w.timeout_at) ORDER BY w.created_at, w.created_order)
+   FROM waiters w LEFT JOIN events e ON e.run_id = w.run_id AND e.seq = w.resolved_seq
+   WHERE t.run_id IS NOT NULL AND w.run_id = $1),
+  (SELECT json_agg(json_build_array(s.seq, s.commit_seq, s.type_key, s.payload)
+     ORDER BY s.seq)
+   FROM stream s WHERE t.run_id IS NOT NULL AND s.run_id = $1),
+  r.status, r.owner, r.owner_heartbeat
+FROM (SELECT 1) AS one LEFT JOIN taken t ON true LEFT JOIN runs r ON r.run_id = $1
+"""
+
+
+async def take_snapshot(
+    conn: PgConn, run_id: str, owner: str, now: float, lease_seconds: float, claim: bool
+) -> RunSnapshot | None:
+    """Take a run nobody runs and read its snapshot in one statement (``_TAKE_SNAPSHOT``).
+    Raises ``RunNotFoundError``, ``RunFinishedError`` or ``RunOwnedError`` (a live owner);
+    returns None when the run can be taken only over a dead owner of this host (that
+    takes a transaction). Safe to run again after a lost reply."""
+    until = now + lease_seconds if claim else None
+    row = tuple(await conn.fetchrow(_TAKE_SNAPSHOT, run_id, owner, now, lease_seconds, until))
+    if row[0] is None:
+        status, current, heartbeat = row[21:24]
+        if status is None:
+            raise not_found(run_id)
+        check_takeover(run_id, RunStatus(status), current, heartbeat, owner, now, lease_seconds)
+        return None
+    state, state_type, version, next_seq, stream_next, deadline, owner_ = row[9:16]
+    deliveries, collected, waiters, stream = (json.loads(v or "[]") for v in row[17:21])
+    return RunSnapshot(
+        record=run_record(row),
+        state=state,
+        state_type=state_type,
+        next_seq=next_seq,
+        deliveries=tuple(
+            DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6), d[11])
+            for d in deliveries
+        ),
+        collected=tuple(CollectRow(c[0], c[1], event_row(c, 2)) for c in collected),
+        waiters=tuple(
+            WaiterRow(w[0], w[1], w[2], w[3], None if w[4] is None else event_row(w, 4), w[9])
+            for w in waiters
+        ),
+        stream_len=stream_next - 1,
+        deadline=deadline,
+        owner=owner_,
+        extra={"state_version": str(version)},
+        stream=tuple(StreamRow(*r) for r in stream),
     )
 
 

@@ -74,7 +74,8 @@ async def _insert_deliveries(
 
 
 _NOTIFY_IF_CLAIMABLE = f"""
-SELECT pg_notify($2, r.workflow) FROM runs r
+SELECT pg_notify($2, json_build_object(
+  'run', r.run_id, 'workflow', r.workflow, 'version', r.workflow_version)::text) FROM runs r
 WHERE r.run_id = $1 AND r.status = 'running'
   AND (r.owner IS NULL OR r.owner_heartbeat IS NULL OR r.owner_heartbeat < $3)
   AND {WORK_DUE.format(now="$4")}

@@ -96,6 +96,14 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
         deadline=deadline,
         owner=owner,
         extra={"state_version": str(version)},
+        stream=tuple(
+            StreamRow(*r)
+            for r in conn.execute(
+                "SELECT seq, commit_seq, type_key, payload FROM stream WHERE run_id = ?"
+                " ORDER BY seq",
+                (run_id,),
+            )
+        ),
     )
 
 

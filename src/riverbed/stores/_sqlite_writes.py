@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import sqlite3
+import uuid
 
 from riverbed._engine import crashpoints
 from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOwnedError
@@ -395,7 +396,12 @@ def finish_run(
 
 
 def acquire_run(
-    conn: sqlite3.Connection, run_id: str, owner: str, now: float, lease_seconds: float
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    now: float,
+    lease_seconds: float,
+    claim: bool = False,
 ) -> RunSnapshot:
     row = conn.execute(
         "SELECT status, owner, owner_heartbeat FROM runs WHERE run_id = ?", (run_id,)
@@ -407,7 +413,29 @@ def acquire_run(
         "UPDATE runs SET owner = ?, owner_heartbeat = ?, updated_at = ? WHERE run_id = ?",
         (owner, now, now, run_id),
     )
-    return read_snapshot(conn, run_id)
+    tokens: dict[tuple[int, str], str] = {}
+    if claim:
+        # The deliveries due now (pending past their backoff, or left running by a process
+        # that is gone) are claimed for the new owner, as claim() would one by one.
+        due = conn.execute(
+            "SELECT event_seq, step FROM deliveries WHERE run_id = ?"
+            " AND status IN ('pending', 'running') AND (status = 'running' OR visible_at <= ?)",
+            (run_id, now),
+        ).fetchall()
+        tokens = {(seq, step): uuid.uuid4().hex for seq, step in due}
+        conn.executemany(
+            "UPDATE deliveries SET status = 'running', attempts = attempts + 1,"
+            " claim_token = ?, visible_at = ? WHERE run_id = ? AND event_seq = ? AND step = ?",
+            [(t, now + lease_seconds, run_id, seq, step) for (seq, step), t in tokens.items()],
+        )
+    snap = read_snapshot(conn, run_id)
+    if not tokens:
+        return snap
+    deliveries = tuple(
+        dataclasses.replace(d, claim_token=tokens.get((d.event_seq, d.step)))
+        for d in snap.deliveries
+    )
+    return dataclasses.replace(snap, deliveries=deliveries)
 
 
 def release_run(conn: sqlite3.Connection, run_id: str, owner: str, now: float) -> None:

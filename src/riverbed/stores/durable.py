@@ -70,6 +70,9 @@ class DeliveryRow:
     #: not-before time (retry backoff) while pending, seconds since the epoch
     visible_at: float
     event: EventRow
+    #: set when ``acquire_run(..., claim=True)`` claimed the delivery for the acquirer:
+    #: ``status`` is then "running" and ``attempts`` counts that claim
+    claim_token: str | None = None
 
 
 @dataclass(frozen=True)
@@ -177,6 +180,8 @@ class RunSnapshot:
     deadline: float | None = None
     owner: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    #: the durable stream, read in the same transaction (None: not read, ask read_stream)
+    stream: tuple[StreamRow, ...] | None = None
 
 
 class DurableStore(Protocol):
@@ -263,10 +268,15 @@ class DurableStore(Protocol):
         release its owner; a commit with a ``status`` does both too."""
         ...
 
-    async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
+    async def acquire_run(self, run_id: str, owner: str, *, claim: bool = False) -> RunSnapshot:
         """Become the run's owner and read everything needed to continue it. Raises
         ``RunNotFoundError``, ``RunFinishedError``, or ``RunOwnedError`` if a live process
-        owns it."""
+        owns it.
+
+        With ``claim``, the same transaction also claims, for the acquirer, every delivery
+        that is due now (pending past its backoff, or left running by a process that is
+        gone), so continuing the run needs no claim transaction per delivery: those rows
+        come back with a ``claim_token``."""
         ...
 
     async def release_run(self, run_id: str, owner: str) -> None:

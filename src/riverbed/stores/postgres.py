@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - depends on the installed extras
 from riverbed.stores import _pg_reads as reads
 from riverbed.stores import _pg_runs as runs
 from riverbed.stores import _pg_writes as writes
+from riverbed.stores._pg_listen import WorkHint
 from riverbed.stores._pg_settings import PgSettings, parse_url
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import (
@@ -277,16 +278,29 @@ class PostgresStore:
             run_id=run_id,
         )
 
-    async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
-        """Become the run's owner and read what resuming it needs.
+    async def acquire_run(self, run_id: str, owner: str, *, claim: bool = False) -> RunSnapshot:
+        """Become the run's owner and read what resuming it needs; with ``claim``, also
+        claim the deliveries due now for ``owner`` (see the protocol).
 
         Another owner blocks this for ``lease_seconds`` after its last heartbeat, unless
         its id (``"host:pid:uuid"``) names a process of this host that no longer exists.
         """
         now, lease = self._now(), self.lease_seconds
+        doing = f"acquiring run {run_id!r}"
+        # The usual case (a worker taking a run nobody runs) is one statement; only a run
+        # that cannot be taken that way (ended, unknown, owned) needs a transaction.
+        taken = await self._db.transaction(
+            lambda c: reads.take_snapshot(c, run_id, owner, now, lease, claim),
+            doing,
+            _idempotent,
+            run_id=run_id,
+            single=True,
+        )
+        if taken is not None:
+            return taken
         return await self._tx(
-            f"acquiring run {run_id!r}",
-            lambda c: runs.acquire_run(c, run_id, owner, now, lease),
+            doing,
+            lambda c: runs.acquire_run(c, run_id, owner, now, lease, claim),
             _idempotent,
             run_id=run_id,
         )
@@ -309,6 +323,30 @@ class PostgresStore:
         again on the next call, and the caller polls (``claimable_runs``) meanwhile, so
         this only makes workers start sooner. Worker processes call it between polls."""
         return await self._db.wait_for_work(timeout)
+
+    def notified_runs(self, workflows: Sequence[tuple[str, str]], limit: int) -> list[str]:
+        """Ids of runs that notifications (see :meth:`wait_for_work`) said need a process,
+        of one of ``workflows`` (``(name, version)`` pairs), oldest first, at most
+        ``limit`` (the rest are kept for the next call; runs of other workflows are
+        dropped). No I/O: a worker tries these with :meth:`acquire_run` before it queries
+        :meth:`claimable_runs`. A run named here may have been taken meanwhile."""
+        wanted = set(workflows)
+        names = {name for name, _ in workflows}
+        found: list[str] = []
+        rest: list[WorkHint] = []
+        for hint in self._db.take_hints():
+            run_id, workflow, version = hint
+            if workflow not in names or run_id in found:
+                continue
+            if version is not None and (workflow, version) not in wanted:
+                continue
+            if len(found) < limit:
+                found.append(run_id)
+            else:
+                rest.append(hint)
+        if rest:
+            self._db.put_back_hints(rest)
+        return found
 
     async def heartbeat(self, run_id: str, owner: str) -> None:
         """Prove ``owner`` is alive. Raises ``RunOwnedError`` if it no longer owns the run."""

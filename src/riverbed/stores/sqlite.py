@@ -254,8 +254,9 @@ class SqliteStore:
             self._now(),
         )
 
-    async def acquire_run(self, run_id: str, owner: str) -> RunSnapshot:
-        """Become the run's owner and read what resuming it needs.
+    async def acquire_run(self, run_id: str, owner: str, *, claim: bool = False) -> RunSnapshot:
+        """Become the run's owner and read what resuming it needs; with ``claim``, also
+        claim the deliveries due now for ``owner`` (see the protocol).
 
         Another owner blocks this for ``lease_seconds`` after its last heartbeat, unless
         its id (``"host:pid:uuid"``) names a process of this host that no longer exists.
@@ -267,6 +268,7 @@ class SqliteStore:
             owner,
             self._now(),
             self.lease_seconds,
+            claim,
         )
 
     async def release_run(self, run_id: str, owner: str) -> None:
