@@ -21,7 +21,6 @@ import asyncio
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -198,12 +197,11 @@ async def test_workers_and_the_server_killed_at_random_lose_nothing(
         f"{seconds:.1f} s; {len(found.violations)} violations"
     )
     if found.violations:  # say why runs failed: the errors they recorded
-        conn = sqlite3.connect(scratch)
-        errors = conn.execute(
-            "SELECT run_id, error FROM runs WHERE status != 'completed' LIMIT 5"
-        ).fetchall()
-        conn.close()
-        raise AssertionError(f"{found.violations[:10]}; runs not completed: {errors}")
+        errors = await _unfinished(pg_url)
+        raise AssertionError(
+            f"{len(found.violations)} violations, the first: {found.violations[:10]}; "
+            f"runs not completed: {errors}"
+        )
     assert kills >= MIN_KILLS
     assert found.retried > 0  # the kills interrupted real work
     if isinstance(pg_control, ServerControl):
@@ -211,6 +209,19 @@ async def test_workers_and_the_server_killed_at_random_lose_nothing(
         assert unfinished_at_crash  # it crashed mid-run
     statuses = await _statuses(pg_url)
     assert statuses == {RunStatus.COMPLETED.value}
+
+
+async def _unfinished(url: str) -> list[tuple[str, str, str | None]]:
+    """Up to 5 runs that did not complete, with their status and recorded error."""
+    base, _, query = url.partition("?")
+    conn = await asyncpg.connect(base, server_settings={"search_path": query.split("=")[1]})
+    try:
+        rows = await conn.fetch(
+            "SELECT run_id, status, error FROM runs WHERE status <> 'completed' LIMIT 5"
+        )
+        return [(r[0], r[1], r[2]) for r in rows]
+    finally:
+        await conn.close()
 
 
 async def _statuses(url: str) -> set[str]:
