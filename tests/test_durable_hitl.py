@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -25,12 +26,15 @@ from typing import Any
 import pytest
 
 from riverbed import (
+    Context,
+    Event,
     HumanResponseEvent,
     InputRequiredEvent,
     StartEvent,
     StopEvent,
     Workflow,
     WorkflowFailedEvent,
+    WorkflowTimeoutError,
     step,
 )
 from riverbed.errors import RunExistsError, RunFinishedError
@@ -323,3 +327,41 @@ async def test_a_run_live_here_stays_the_one_run(tmp_path: Path) -> None:
         ("ask", 1),
         ("answer", 1),
     ]
+
+
+class _Ping(Event):
+    pass
+
+
+class _Pong(Event):
+    n: int
+
+
+class _AsksItself(Workflow):
+    """A step that sends an event and waits, in the same step, for the reply to it."""
+
+    @step
+    async def ask(self, ctx: Context, ev: StartEvent) -> _Ping | StopEvent:
+        ctx.send_event(_Ping())
+        reply = await ctx.wait_for_event(_Pong, timeout=None)
+        return StopEvent(result=reply.n)
+
+    @step
+    async def answer(self, ctx: Context, ev: _Ping) -> None:
+        ctx.send_event(_Pong(n=7))
+
+
+async def test_waiting_for_a_reply_to_an_event_held_by_the_step_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # In memory the reply comes; in a durable run the sent event is part of the step's
+    # commit, so the run cannot progress: the log says why, and how to write it instead.
+    assert await _AsksItself(timeout=5).run() == 7
+    durable = _AsksItself(store=f"sqlite:///{tmp_path / 'runs.db'}", timeout=0.5)
+    with caplog.at_level(logging.WARNING, logger="riverbed"), pytest.raises(WorkflowTimeoutError):
+        await durable.run()
+    warned = [r.getMessage() for r in caplog.records if "holding events it sent" in r.getMessage()]
+    assert len(warned) == 1
+    assert "waits for _Pong" in warned[0]
+    assert "(_Ping)" in warned[0]
+    assert "Send them from an earlier step" in warned[0]

@@ -658,11 +658,30 @@ class DurableRun(Run):
         )
         if row.resolved is not None:
             return self.codec.load(row.resolved.type_key, row.resolved.payload), None, None
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and attempt.produced and row.new:
+            self._warn_held_events(attempt, step, event_type)
         # A waiter recorded before a restart already asked (its question is in the restored
         # stream): ask only when the waiter is new.
         question = announce if row.new else None
         left = None if row.timeout_at is None else max(0.0, row.timeout_at - time.time())
         return None, left if row.timeout_at is not None else timeout, question
+
+    def _warn_held_events(self, attempt: Attempt, step: str, event_type: type[Event]) -> None:
+        # In memory a sent event is routed at once; in a durable run it is part of the
+        # step's commit, so it reaches other steps only when this step ends. An answer
+        # that depends on it would never come: say so rather than let the run hang.
+        held = sorted({type(event).__name__ for _, event in attempt.produced})
+        logger.warning(
+            "run %s: step %s waits for %s while holding events it sent (%s). In a durable "
+            "run a step's sent events are delivered when the step ends, so if the answer "
+            "depends on them it never comes. Send them from an earlier step, or return "
+            "them and wait in the step that receives the reply.",
+            self.run_id,
+            step,
+            event_type.__name__,
+            ", ".join(held),
+        )
 
     # -- endings -------------------------------------------------------------------------
     async def _persist_finish(
