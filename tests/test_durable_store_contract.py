@@ -643,6 +643,30 @@ async def test_acquire_run_can_claim_the_due_deliveries(store: AnyStore, clock: 
     assert [(d.step, d.status, d.claim_token) for d in plain.deliveries] == [("c", "pending", None)]
 
 
+async def test_release_run_can_return_claims_that_never_started(
+    store: AnyStore, backend: Backend
+) -> None:
+    await new_run(store, targets=("a", "b"))
+    await store.claim("r1", 1, "b", "tb", 30)
+    await store.fail_attempt("r1", 1, "b", "tb", "boom", None)  # attempt 1 of b failed
+    snap = await store.acquire_run("r1", ME, claim=True)
+    claimed = [(d.event_seq, d.step, d.claim_token or "") for d in snap.deliveries]
+    assert [(d.step, d.attempts) for d in snap.deliveries] == [("a", 1), ("b", 2)]
+    # a's claim goes back; b's is given with a token that no longer holds it: ignored.
+    await store.release_run("r1", ME, [claimed[0], (1, "b", "not-the-token")])
+    rows = await backend.rows(
+        "SELECT step, status, attempts, claim_token FROM deliveries WHERE run_id = 'r1'"
+        " ORDER BY step"
+    )
+    assert [tuple(r) for r in rows] == [
+        ("a", "pending", 0, None),
+        ("b", "running", 2, claimed[1][2]),
+    ]
+    assert (await store.get_run("r1")).status is RunStatus.RUNNING
+    again = await store.acquire_run("r1", ME, claim=True)
+    assert [(d.step, d.attempts) for d in again.deliveries] == [("a", 1), ("b", 3)]
+
+
 async def test_acquire_run_reads_the_stream_with_the_snapshot(store: AnyStore) -> None:
     await new_run(store, targets=("a",))
     await store.claim("r1", 1, "a", "ta", 30)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from riverbed._engine.durable import DurableRun, owner_id
+from riverbed._engine.durable import DurableRun, owner_id, unclaimed
 from riverbed.errors import (
     RunFinishedError,
     RunNotFoundError,
@@ -201,7 +201,7 @@ class Worker:
         workflow = self._workflows.get(snapshot.record.workflow)
         version = snapshot.record.workflow_version
         if workflow is None or version not in (None, workflow.workflow_version):
-            await store.release_run(run_id, owner_id())  # not ours to run
+            await store.release_run(run_id, owner_id(), unclaimed(snapshot))  # not ours
             return
         try:
             handler = await workflow._continue(snapshot)

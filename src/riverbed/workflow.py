@@ -412,16 +412,16 @@ class Workflow:
             # (each copy with its own state and writer lease: lost updates).
             return WorkflowHandler(live)
         await self.open_store()
-        snapshot = await store.acquire_run(run_id, owner_id(), claim=True)
+        snapshot = await store.acquire_run(run_id, owner_id())
         return await self._continue(snapshot)
 
     async def _continue(self, snapshot: RunSnapshot) -> WorkflowHandler:
-        from riverbed._engine.durable import owner_id
+        from riverbed._engine.durable import owner_id, unclaimed
 
         store = self._durable_store("resume()")
         run_id = snapshot.record.run_id
         if snapshot.record.workflow != self.workflow_name:
-            await store.release_run(run_id, owner_id())
+            await store.release_run(run_id, owner_id(), unclaimed(snapshot))
             raise wrong_workflow(run_id, snapshot.record.workflow, self)
         ctx: Context[Any] = Context(self)
         run = self._new_run(ctx, run_id, store)
@@ -431,7 +431,7 @@ class Workflow:
             await run.restore(snapshot)
         except BaseException:
             self._live.pop(run_id, None)
-            await store.release_run(run_id, owner_id())
+            await store.release_run(run_id, owner_id(), unclaimed(snapshot))
             raise
         return WorkflowHandler(run)
 

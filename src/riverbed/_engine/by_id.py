@@ -131,7 +131,7 @@ async def offline_submit(
         await store.submit_event(
             run_id, EventRow(0, key, payload, None, client_event_id), targets, resolves
         )
-        return await store.acquire_run(run_id, owner, claim=True)
+        return await store.acquire_run(run_id, owner)
     except BaseException:
         await store.release_run(run_id, owner)
         raise

@@ -50,7 +50,7 @@ from riverbed.stores.durable import CommitRow, DurableStore, EventRow, ProducedR
 if TYPE_CHECKING:
     from riverbed.workflow import Workflow
 
-__all__ = ["DurableRun", "owner_id", "registry_for"]
+__all__ = ["DurableRun", "owner_id", "registry_for", "unclaimed"]
 
 logger = logging.getLogger("riverbed")
 
@@ -193,8 +193,11 @@ class DurableRun(Run):
         await self.cancel()
         if self.result.done() and not self.result.cancelled():
             self.result.exception()  # nobody awaits this copy of the run any more
+        # Deliveries claimed for us that never started go back unclaimed (no attempt).
+        left = tuple((seq, step, token) for (seq, step), (token, _) in self._preclaimed.items())
+        self._preclaimed.clear()
         try:
-            await self.durable_store.release_run(self.run_id, owner_id())
+            await self.durable_store.release_run(self.run_id, owner_id(), left)
         except StoreError as exc:  # it stays ours until the lease lapses
             logger.warning("could not release run %s: %s", self.run_id, exc)
         return True
@@ -748,6 +751,14 @@ async def _heartbeat(ref: weakref.ReferenceType[DurableRun]) -> None:
         if run is None or not await run._beat_once():
             return
         del run
+
+
+def unclaimed(snapshot: RunSnapshot) -> tuple[tuple[int, str, str], ...]:
+    """The deliveries ``acquire_run(claim=True)`` claimed in ``snapshot``, as
+    ``release_run(..., unclaim=...)`` takes them (when the run is released unstarted)."""
+    return tuple(
+        (d.event_seq, d.step, d.claim_token) for d in snapshot.deliveries if d.claim_token
+    )
 
 
 def wrong_workflow(run_id: str, stored: str, workflow: Workflow) -> WorkflowRuntimeError:

@@ -134,8 +134,25 @@ async def acquire_run(
 
 
 async def release_run(
-    conn: PgConn, run_id: str, owner: str, now: float, channel: str | None = None
+    conn: PgConn,
+    run_id: str,
+    owner: str,
+    now: float,
+    channel: str | None = None,
+    unclaim: tuple[tuple[int, str, str], ...] = (),
 ) -> None:
+    if unclaim:
+        await conn.execute(
+            "UPDATE deliveries d SET status = 'pending', attempts = greatest(d.attempts - 1, 0),"
+            " claim_token = NULL, visible_at = $2 FROM unnest($3::bigint[], $4::text[],"
+            " $5::text[]) AS u (s, st, tok) WHERE d.run_id = $1 AND d.event_seq = u.s"
+            " AND d.step = u.st AND d.status = 'running' AND d.claim_token = u.tok",
+            run_id,
+            now,
+            [item[0] for item in unclaim],
+            [item[1] for item in unclaim],
+            [item[2] for item in unclaim],
+        )
     changed = await conn.execute(
         "UPDATE runs SET owner = NULL, owner_heartbeat = NULL, updated_at = $3"
         " WHERE run_id = $1 AND owner = $2",

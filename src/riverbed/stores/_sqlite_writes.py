@@ -438,8 +438,20 @@ def acquire_run(
     return dataclasses.replace(snap, deliveries=deliveries)
 
 
-def release_run(conn: sqlite3.Connection, run_id: str, owner: str, now: float) -> None:
+def release_run(
+    conn: sqlite3.Connection,
+    run_id: str,
+    owner: str,
+    now: float,
+    unclaim: tuple[tuple[int, str, str], ...] = (),
+) -> None:
     run_status(conn, run_id)
+    conn.executemany(
+        "UPDATE deliveries SET status = 'pending', attempts = max(attempts - 1, 0),"
+        " claim_token = NULL, visible_at = ? WHERE run_id = ? AND event_seq = ? AND step = ?"
+        " AND status = 'running' AND claim_token = ?",
+        [(now, run_id, seq, step, token) for seq, step, token in unclaim],
+    )
     conn.execute(
         "UPDATE runs SET owner = NULL, owner_heartbeat = NULL, updated_at = ?"
         " WHERE run_id = ? AND owner = ?",

@@ -279,8 +279,15 @@ class DurableStore(Protocol):
         come back with a ``claim_token``."""
         ...
 
-    async def release_run(self, run_id: str, owner: str) -> None:
-        """Give up ownership (the process is exiting, or the run waits for input)."""
+    async def release_run(
+        self, run_id: str, owner: str, unclaim: Sequence[tuple[int, str, str]] = ()
+    ) -> None:
+        """Give up ownership (the process is exiting, or the run waits for input).
+
+        ``unclaim`` lists ``(event_seq, step, claim_token)`` of deliveries claimed for this
+        owner that never started here (by ``acquire_run(claim=True)`` or a commit's local
+        fast path): they go back to pending, due now, and that claim is not counted as an
+        attempt. A token that no longer holds its delivery is ignored."""
         ...
 
     async def get_memo(self, run_id: str, invocation: str, name: str) -> str | None:

@@ -305,12 +305,14 @@ class PostgresStore:
             run_id=run_id,
         )
 
-    async def release_run(self, run_id: str, owner: str) -> None:
-        """Give up ownership if ``owner`` holds it."""
-        now = self._now()
+    async def release_run(
+        self, run_id: str, owner: str, unclaim: Sequence[tuple[int, str, str]] = ()
+    ) -> None:
+        """Give up ownership if ``owner`` holds it; ``unclaim``: see the protocol."""
+        now, items = self._now(), tuple(unclaim)
         await self._tx(
             f"releasing run {run_id!r}",
-            lambda c: runs.release_run(c, run_id, owner, now, self.settings.work_channel),
+            lambda c: runs.release_run(c, run_id, owner, now, self.settings.work_channel, items),
             _idempotent,
             run_id=run_id,
         )

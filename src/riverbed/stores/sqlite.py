@@ -271,10 +271,17 @@ class SqliteStore:
             claim,
         )
 
-    async def release_run(self, run_id: str, owner: str) -> None:
-        """Give up ownership if ``owner`` holds it."""
+    async def release_run(
+        self, run_id: str, owner: str, unclaim: Sequence[tuple[int, str, str]] = ()
+    ) -> None:
+        """Give up ownership if ``owner`` holds it; ``unclaim``: see the protocol."""
         await self._write(
-            f"releasing run {run_id!r}", writes.release_run, run_id, owner, self._now()
+            f"releasing run {run_id!r}",
+            writes.release_run,
+            run_id,
+            owner,
+            self._now(),
+            tuple(unclaim),
         )
 
     async def heartbeat(self, run_id: str, owner: str) -> None:
