@@ -8,6 +8,8 @@ from riverbed import (
     Context,
     ContextStateError,
     Event,
+    HumanResponseEvent,
+    InputRequiredEvent,
     StartEvent,
     StopEvent,
     Workflow,
@@ -177,3 +179,70 @@ async def test_a_reader_cancelled_while_waiting_does_not_end_the_other_readers()
     assert [type(ev).__name__ for ev in events] == ["Event", "StopEvent"]
     assert quitter.cancelled()
     assert await handler == "done"
+
+
+class Bursts(Workflow):
+    """Writes three bursts of 100 Ticks, yielding to the loop between bursts."""
+
+    @step
+    async def burst(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        for n in range(300):
+            ctx.write_event_to_stream(Tick(n=n))
+            if n % 100 == 99:
+                await asyncio.sleep(0)
+        return StopEvent(result=300)
+
+
+async def test_bursts_reach_slow_and_fast_readers_once_each_in_order() -> None:
+    # Readers take what is buffered in batches; a slow reader's batch is overtaken by
+    # the writer's next burst, which must come next, once, in order.
+    handler = Bursts().run()
+
+    async def read(slow: bool) -> list[int]:
+        seen = []
+        async for ev in handler.stream_events():
+            seen.append(ev.n if isinstance(ev, Tick) else -1)
+            if slow:
+                await asyncio.sleep(0)
+        return seen
+
+    fast, slow = await asyncio.gather(read(False), read(True))
+    assert fast == [*range(300), -1]
+    assert slow == fast
+    assert await handler == 300
+
+
+async def test_a_reader_that_stops_midway_leaves_the_stream_whole() -> None:
+    handler = Bursts().run()
+    async for ev in handler.stream_events(after=10):
+        assert ev.n == 10
+        break
+    assert await handler == 300
+    events = [ev async for ev in handler.stream_events(after=150)]
+    assert [getattr(e, "n", None) for e in events] == [*range(150, 300), None]
+
+
+async def test_a_streamed_question_of_a_subclass_makes_the_run_wait() -> None:
+    class AskName(InputRequiredEvent):
+        pass
+
+    class Flow(Workflow):
+        @step
+        async def ask(self, ctx: Context, ev: StartEvent) -> None:
+            ctx.write_event_to_stream(AskName(prefix="name?"))
+
+        @step
+        async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+            return StopEvent(result=ev.response)
+
+    handler = Flow().run()
+    async for ev in handler.stream_events():
+        if isinstance(ev, AskName):
+            for _ in range(20):
+                await asyncio.sleep(0)
+            assert not handler.done()  # waiting for the answer, not "stopped making progress"
+            await handler.send_event(HumanResponseEvent(response="ana"))
+    assert await handler == "ana"
+    assert AskName._asks_for_input
+    assert not Tick._asks_for_input
+    assert "_asks_for_input" not in AskName(prefix="x").model_dump()

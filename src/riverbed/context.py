@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, RetryInfo
 from riverbed.errors import ContextStateError, WorkflowRuntimeError
-from riverbed.events import Event, InputRequiredEvent
+from riverbed.events import Event
 from riverbed.state import DictState, StateStore
 
 if TYPE_CHECKING:
@@ -32,6 +32,13 @@ E = TypeVar("E", bound=Event)
 
 #: Serialises ``collect_events`` calls made from sync steps' worker threads.
 _COLLECT_LOCK = threading.Lock()
+_get_ident = threading.get_ident  # bound once: write_event_to_stream is a per-token path
+
+
+def _attempt_of(run: Run) -> Attempt | None:
+    """The step attempt of ``run`` that the caller is running in, if any."""
+    attempt = CURRENT_ATTEMPT.get()
+    return attempt if attempt is not None and attempt.run is run else None
 
 
 class Context(Generic[S]):
@@ -232,15 +239,13 @@ class Context(Generic[S]):
         run = self._run
         if run is None or run.done:
             run = self._running("write_event_to_stream()")  # raises the right error
-        attempt = CURRENT_ATTEMPT.get()
-        if attempt is not None and attempt.run is not run:
-            attempt = None
-        if threading.get_ident() != run.thread_id:
-            run.loop.call_soon_threadsafe(run.write_stream, ev, attempt, not durable)
-        elif run.plain_stream and not isinstance(ev, InputRequiredEvent):
-            run.stream.write(ev)  # the common case: no journal, no parent, no question
+        if _get_ident() == run.thread_id:
+            if run.plain_stream and not getattr(ev, "_asks_for_input", False):
+                run.stream.write(ev)  # the common case: no journal, no parent, no question
+            else:
+                run.write_stream(ev, _attempt_of(run), not durable)
         else:
-            run.write_stream(ev, attempt, not durable)
+            run.loop.call_soon_threadsafe(run.write_stream, ev, _attempt_of(run), not durable)
 
     def collect_events(
         self, ev: Event, expected: Sequence[type[Event]], buffer_id: str | None = None

@@ -38,6 +38,10 @@ class Event(BaseModel):
 
     model_config = ConfigDict(extra="allow", arbitrary_types_allowed=True)
 
+    #: True on InputRequiredEvent and its subclasses. Read per streamed event, where it is
+    #: cheaper than isinstance() against a pydantic class.
+    _asks_for_input: ClassVar[bool] = False
+
     def _extra(self) -> dict[str, Any]:
         extra = self.__pydantic_extra__
         return extra if extra is not None else {}
@@ -111,6 +115,8 @@ class InputRequiredEvent(Event):
     """A step asks a human for input. It is written to the stream automatically and needs no
     consuming step; answer it with a :class:`HumanResponseEvent` through
     ``handler.send_event``."""
+
+    _asks_for_input: ClassVar[bool] = True
 
 
 class HumanResponseEvent(Event):

@@ -98,10 +98,14 @@ class WorkflowHandler:
         events = stream.events
         position = after
         while True:
-            while position < len(events):
-                event = events[position]
-                position += 1
-                yield event
+            if position < len(events):
+                # Everything buffered, as one batch: a plain for loop per event, no await.
+                # (A copy, because writers append while the caller handles each event.)
+                batch = events[position:]
+                position += len(batch)
+                for event in batch:
+                    yield event
+                continue
             if stream.closed:
                 break
             await stream.wait()
