@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -61,7 +62,12 @@ class Context(Generic[S]):
         self._workflow = workflow
         state_type: type[Any] = workflow._state_type()
         self._state_store: StateStore[Any] = StateStore(state_type)
-        self._run: Run | None = None
+        #: the current or last run: held strongly until it ends (and after, if it was
+        #: cancelled: to_dict() saves its unfinished work), then weakly, so a finished run
+        #: and this context hold no cycle and the run is freed as soon as its handler is
+        self._run_strong: Run | None = None
+        self._run_weak: weakref.ReferenceType[Run] | None = None
+        self._last_run_id: str | None = None
         #: work of a paused run to continue with (set by Context.from_dict)
         self._resume_work: Any = None
         if previous_context is not None:
@@ -107,9 +113,20 @@ class Context(Generic[S]):
 
     # -- about the run -------------------------------------------------------------------
     @property
+    def _run(self) -> Run | None:
+        if self._run_strong is not None:
+            return self._run_strong
+        return self._run_weak() if self._run_weak is not None else None
+
+    def _run_ended(self, run: Run, keep: bool) -> None:
+        """Called by ``run`` when it ends: unless ``keep``, hold it weakly from now on."""
+        if self._run_strong is run and not keep:
+            self._run_strong = None
+
+    @property
     def run_id(self) -> str | None:
         """The id of the current (or last) run with this context, None before any run."""
-        return self._run.run_id if self._run is not None else None
+        return self._last_run_id
 
     @property
     def is_running(self) -> bool:
@@ -335,7 +352,9 @@ class Context(Generic[S]):
                 f"This context is already used by run {self._run.run_id}, which has not "
                 "finished. Use a new Context(workflow) for a concurrent run."
             )
-        self._run = run
+        self._run_strong = run
+        self._run_weak = weakref.ref(run)
+        self._last_run_id = run.run_id
 
 
 DictContext = Context[DictState]

@@ -756,9 +756,7 @@ async def _heartbeat(ref: weakref.ReferenceType[DurableRun]) -> None:
 def unclaimed(snapshot: RunSnapshot) -> tuple[tuple[int, str, str], ...]:
     """The deliveries ``acquire_run(claim=True)`` claimed in ``snapshot``, as
     ``release_run(..., unclaim=...)`` takes them (when the run is released unstarted)."""
-    return tuple(
-        (d.event_seq, d.step, d.claim_token) for d in snapshot.deliveries if d.claim_token
-    )
+    return tuple((d.event_seq, d.step, d.claim_token) for d in snapshot.deliveries if d.claim_token)
 
 
 def wrong_workflow(run_id: str, stored: str, workflow: Workflow) -> WorkflowRuntimeError:

@@ -785,6 +785,9 @@ class Run:
             return
         self.done = True
         self.status = status
+        # A cancelled run's context keeps it (to_dict() saves its unfinished work); any
+        # other run is then held by its handler only, and freed with it.
+        self.ctx._run_ended(self, keep=status is RunStatus.CANCELLED)
         self._observe_finish(status, terminal, error)
         self.stream.close(terminal)
         current = asyncio.current_task()

@@ -7,6 +7,7 @@ twice); its coroutine simply waits on a future.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from riverbed.errors import WaitForEventTimeoutError
@@ -55,7 +56,9 @@ class Waiters:
     __slots__ = ("_announced", "_run", "_waiters")
 
     def __init__(self, run: Run) -> None:
-        self._run = run
+        # Weak: the run holds its waiters, and a cycle would keep a finished run (and its
+        # whole stream) alive until the garbage collector's next full pass.
+        self._run = weakref.ref(run)
         self._waiters: list[Waiter] = []
         self._announced: set[str] = set()
 
@@ -73,8 +76,9 @@ class Waiters:
                 # Answered: a later wait under this id (a retry of the step after the
                 # answer was used) is a new question and must be announced again.
                 self._announced.discard(waiter.waiter_id)
-        if taken:
-            self._run.waiting_for_input = False
+        run = self._run()
+        if taken and run is not None:
+            run.waiting_for_input = False
         return taken
 
     async def wait(
@@ -86,7 +90,8 @@ class Waiters:
         waiter_event: Event | None,
         timeout: float | None,
     ) -> Event:
-        run = self._run
+        run = self._run()
+        assert run is not None  # a step of the run is calling: the run is alive
         future: asyncio.Future[Event] = run.loop.create_future()
         waiter = Waiter(waiter_id, event_type, requirements, step, future)
         self._waiters.append(waiter)
