@@ -251,17 +251,22 @@ class Context(Generic[S]):
         ``ev`` to readers at once and never stores it: for tokens and progress that are
         worth showing live but not keeping. The HTTP server marks such events as live.
         """
+        if ev is None:
+            return
         run = self._run_strong  # set from the run's start to its end
         if run is None or run.done:
-            if ev is None:
-                return
             run = self._running("write_event_to_stream()")  # raises the right error
         if _get_ident() == run.thread_id:
-            if run.plain_stream and not getattr(ev, "_asks_for_input", True):
-                run.stream.write(ev)  # the common case: no journal, no parent, no question
-            elif ev is not None:
+            if run.plain_stream and not getattr(ev, "_asks_for_input", False):
+                # The common case (no journal, no parent, no question), inlined: it runs
+                # per token. The run is not done, so its stream is open.
+                stream = run.stream
+                stream._events.append(ev)
+                if stream._signal is not None:
+                    stream._wake()
+            else:
                 run.write_stream(ev, _attempt_of(run), not durable)
-        elif ev is not None:
+        else:
             run.loop.call_soon_threadsafe(run.write_stream, ev, _attempt_of(run), not durable)
 
     def collect_events(
