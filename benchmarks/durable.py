@@ -40,7 +40,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -53,6 +52,7 @@ from report import OK, CaseResult, Rep, fmt, span
 from scenarios import CHAIN_STEPS, Job
 
 from riverbed.stores import _sqlite_writes as writes
+from riverbed.stores._sqlite_conn import _WriterThread
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import CommitRow, EventRow, ProducedRow
 from riverbed.stores.sqlite import SqliteStore
@@ -393,12 +393,12 @@ def step_subject(name: str, label: str, sync: str, kind: str, steps: int,
 
 
 def hop_subject(steps: int, warm_steps: int) -> Subject:
-    """Two round trips to a one-thread executor per step, doing nothing: the thread hops of a
-    claim and a commit through ``SqliteStore``, without SQLite."""
+    """Two round trips to ``SqliteStore``'s writer thread per step, doing nothing: the thread
+    hops of a claim and a commit through the store, without SQLite."""
 
     async def make(folder: Path, warm: bool) -> Prepared:
         n = warm_steps if warm else steps
-        pool = ThreadPoolExecutor(1, thread_name_prefix="bench-hop")
+        writer = _WriterThread()  # what SqliteStore hands its writes to
         done = [0]
 
         def noop() -> int:
@@ -406,12 +406,12 @@ def hop_subject(steps: int, warm_steps: int) -> Subject:
 
         async def job() -> str | None:
             for _ in range(n):
-                done[0] += await asyncio.wrap_future(pool.submit(noop))
-                done[0] += await asyncio.wrap_future(pool.submit(noop))
+                done[0] += await writer.submit(noop)
+                done[0] += await writer.submit(noop)
             return None
 
         async def finish(loops: int) -> str | None:
-            pool.shutdown(wait=True)
+            writer.stop()
             want = 2 * n * loops
             return None if done[0] == want else f"{done[0]} hops, expected {want}"
 

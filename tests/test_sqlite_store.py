@@ -11,13 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from riverbed.errors import StoreCorruptError, StoreError, StoreLockedError, StoreSchemaError
 from riverbed.stores import _sqlite_conn
+from riverbed.stores.base import RunStatus
+from riverbed.stores.durable import CommitRow
 from riverbed.stores.sqlite import SqliteStore, sqlite_store_from_url
 from test_durable_store_contract import ev, new_run
 
@@ -207,6 +211,106 @@ async def test_a_lock_held_too_long_raises_store_locked(db_path: Path) -> None:
         # nothing was lost and the store carries on
         assert await store.claim("r1", 1, "start", "t1", 30) == 1
         assert [e.seq for e in await store.read_events("r1")] == [1]
+
+
+# -- the writer thread -----------------------------------------------------------------
+
+
+async def test_writes_run_in_order_on_one_thread_off_the_loop(store: SqliteStore) -> None:
+    seen: list[tuple[int, int]] = []
+
+    def write(conn: sqlite3.Connection, i: int) -> int:
+        seen.append((i, threading.get_ident()))
+        return i * 10
+
+    results = await asyncio.gather(
+        *(store._db.write(lambda conn, i=i: write(conn, i), "testing") for i in range(20))
+    )
+    assert results == [i * 10 for i in range(20)]
+    assert [i for i, _ in seen] == list(range(20))
+    threads = {ident for _, ident in seen}
+    assert len(threads) == 1
+    assert threading.get_ident() not in threads
+
+
+async def test_a_failed_write_raises_and_rolls_back(store: SqliteStore, db_path: Path) -> None:
+    await new_run(store)
+
+    def half_then_fail(conn: sqlite3.Connection) -> None:
+        conn.execute("UPDATE runs SET workflow = 'changed'")
+        conn.execute("SELECT * FROM no_such_table")
+
+    with pytest.raises(StoreError, match="no_such_table") as info:
+        await store._db.write(half_then_fail, "testing")
+    assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+    with pytest.raises(KeyError):  # not a sqlite3 error: handed back as it is
+        await store._db.write(lambda conn: {}["missing"], "testing")
+    assert (await store.get_run("r1")).workflow != "changed"
+    assert await store._db.write(lambda conn: 1, "testing") == 1  # the writer carries on
+
+
+async def test_a_write_cancelled_before_it_starts_does_not_run(store: SqliteStore) -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    def blocking(conn: sqlite3.Connection) -> None:
+        started.set()
+        release.wait(5)
+
+    first = asyncio.ensure_future(store._db.write(blocking, "testing"))
+    await asyncio.to_thread(started.wait, 5)
+    second = asyncio.ensure_future(store._db.write(lambda conn: ran.append("x"), "testing"))
+    await asyncio.sleep(0)
+    second.cancel()
+    release.set()
+    await first
+    await store._db.write(lambda conn: None, "testing")  # everything before it has run
+    assert second.cancelled()
+    assert ran == []
+
+
+def test_one_store_serves_several_loops(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    asyncio.run(store.open())
+    asyncio.run(new_run(store))
+
+    def other_thread() -> str:
+        return asyncio.run(store.get_run("r1")).run_id
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(other_thread).result() == "r1"
+    asyncio.run(store.claim("r1", 1, "start", "t1", 30))
+    asyncio.run(store.close())
+
+
+async def test_a_closed_store_refuses_writes(db_path: Path) -> None:
+    store = SqliteStore(db_path)
+    await store.open()
+    writer = store._db._writer
+    await store.close()
+    with pytest.raises(StoreError, match="closed"):
+        await store.claim("r1", 1, "start", "t1", 30)
+    assert writer is not None
+    with pytest.raises(StoreError, match="closed"):  # a write that reached a stopped writer
+        await writer.submit(lambda: None)
+
+
+async def test_a_commit_with_state_and_an_ending_writes_both(
+    store: SqliteStore, db_path: Path
+) -> None:
+    await new_run(store)
+    await store.claim("r1", 1, "start", "t1", 30)
+    await store.commit(
+        "r1",
+        CommitRow(1, "start", 1, "t1", state='{"n": 1}', status=RunStatus.COMPLETED, result="7"),
+    )
+    conn = raw(db_path)
+    row = conn.execute(
+        "SELECT state, state_version, status, result, owner, finished_at IS NOT NULL,"
+        " next_commit_seq FROM runs"
+    ).fetchone()
+    conn.close()
+    assert row == ('{"n": 1}', 1, "completed", "7", None, 1, 2)
 
 
 # -- URLs ----------------------------------------------------------------------------

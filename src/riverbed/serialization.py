@@ -11,6 +11,7 @@ you trust.
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import pickle
 import sys
@@ -70,19 +71,28 @@ def type_key(cls: type[Any]) -> str:
     return f"{stored_module(cls.__module__)}.{cls.__qualname__}"
 
 
+@functools.cache
+def _builtin_types() -> dict[str, type[BaseModel]]:
+    builtins: tuple[type[BaseModel], ...] = (*_BUILTIN_EVENTS, DictState)
+    return {type_key(cls): cls for cls in builtins}
+
+
 class TypeRegistry:
     """The event and state classes a workflow may store, by :func:`type_key`."""
 
     def __init__(self, types: Iterable[type[BaseModel]] = ()) -> None:
-        self._types: dict[str, type[BaseModel]] = {}
-        builtins: tuple[type[BaseModel], ...] = (*_BUILTIN_EVENTS, DictState)
-        for cls in (*builtins, *types):
+        # A durable run builds one per run: the built-in types' keys are computed once.
+        self._types: dict[str, type[BaseModel]] = dict(_builtin_types())
+        for cls in types:
             self.add(cls)
 
-    def add(self, cls: type[BaseModel]) -> None:
-        self._types[type_key(cls)] = cls
+    def add(self, cls: type[BaseModel]) -> str:
+        """Register ``cls``; returns its :func:`type_key`."""
+        key = type_key(cls)
+        self._types[key] = cls
         # Subclasses of registered events may be sent at run time (e.g. a richer
         # HumanResponseEvent); they are registered when first serialized.
+        return key
 
     def resolve(self, key: str) -> type[BaseModel]:
         cls = self._types.get(key) or self._loaded_event(key)
@@ -217,13 +227,13 @@ class EventCodec:
         """``(type key, JSON payload)``; raises ContextSerdeError naming what cannot be
         stored."""
         cls = type(event)
-        self.registry.add(cls)
+        key = self.registry.add(cls)
         try:
             # serialize_as_any: a field typed with a base class (StepFailedEvent.input_event
             # is an ``Event``) holding a subclass keeps the subclass's fields; pydantic
             # would otherwise dump only the declared class's, losing them in the store.
             data = event.model_dump(mode="json", fallback=_fallback, serialize_as_any=True)
-            return type_key(cls), json.dumps(data)
+            return key, json.dumps(data)
         except (TypeError, ValueError) as exc:
             raise ContextSerdeError(
                 f"{cls.__name__} cannot be stored in a durable run: it holds {exc}, which is "

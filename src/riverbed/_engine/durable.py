@@ -418,7 +418,9 @@ class DurableRun(Run):
             target, lineage = targets.get(seq, (None, delivery.lineage))
             key, payload = self.codec.dump(event)
             names = self._target_names(event, target)
-            claims = tuple(uuid.uuid4().hex for _ in names)
+            # 32 random hex digits, as uuid4().hex but without building a UUID (a step's
+            # commit makes one per delivery it claims).
+            claims = tuple(os.urandom(16).hex() for _ in names)
             new_claims.extend(((seq, n), (t, 1)) for n, t in zip(names, claims, strict=True))
             produced.append(
                 ProducedRow(

@@ -80,16 +80,12 @@ def create_run(
     deadline: float | None,
     now: float,
 ) -> None:
-    if conn.execute("SELECT 1 FROM runs WHERE run_id = ?", (record.run_id,)).fetchone():
-        raise RunExistsError(
-            f"A run with id {record.run_id!r} already exists in this store. Use a new id, or "
-            "resume the existing run instead of starting it again."
-        )
-    conn.execute(
+    inserted = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, state, state_type, next_seq, owner,"
         " owner_heartbeat, deadline, parent_run_id, created_at, updated_at, finished_at,"
         " result, error, workflow_version)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (run_id) DO NOTHING",
         (
             record.run_id,
             record.workflow,
@@ -108,7 +104,12 @@ def create_run(
             record.error,
             record.workflow_version,
         ),
-    )
+    ).rowcount
+    if inserted != 1:
+        raise RunExistsError(
+            f"A run with id {record.run_id!r} already exists in this store. Use a new id, or "
+            "resume the existing run instead of starting it again."
+        )
     _insert_event(conn, record.run_id, start, now)
     _insert_deliveries(conn, record.run_id, start.seq, targets, 0, now)
 
@@ -171,19 +172,22 @@ def claim(
     token: str,
     visible_at: float,
 ) -> int:
-    if run_status(conn, run_id).is_terminal:
-        raise FencedError(
-            f"Run {run_id!r} has finished; delivery ({event_seq}, {step!r}) cannot be claimed."
-        )
     # No UPDATE ... RETURNING anywhere: it needs SQLite 3.35, and some Pythons still
     # link older system libraries.
     key = (run_id, event_seq, step)
+    # The run's status is checked in the same statement; why a claim failed is looked up
+    # only when it did.
     changed = conn.execute(
         "UPDATE deliveries SET status = 'running', attempts = attempts + 1, claim_token = ?,"
-        " visible_at = ? WHERE run_id = ? AND event_seq = ? AND step = ? AND status != 'done'",
-        (token, visible_at, *key),
+        " visible_at = ? WHERE run_id = ? AND event_seq = ? AND step = ? AND status != 'done'"
+        " AND EXISTS (SELECT 1 FROM runs WHERE run_id = ? AND status = 'running')",
+        (token, visible_at, *key, run_id),
     ).rowcount
     if changed != 1:
+        if run_status(conn, run_id).is_terminal:  # RunNotFoundError for an unknown run
+            raise FencedError(
+                f"Run {run_id!r} has finished; delivery ({event_seq}, {step!r}) cannot be claimed."
+            )
         raise FencedError(
             f"Delivery ({event_seq}, {step!r}) of run {run_id!r} is done or does not exist."
         )
@@ -191,6 +195,26 @@ def claim(
         "SELECT attempts FROM deliveries WHERE run_id = ? AND event_seq = ? AND step = ?", key
     ).fetchone()
     return int(row[0])
+
+
+def _update_run_sql(state: bool, status: bool) -> str:
+    sql = (
+        "UPDATE runs SET next_commit_seq = next_commit_seq + 1,"
+        " stream_next = stream_next + ?, next_seq = max(next_seq, ?), updated_at = ?"
+    )
+    if state:
+        sql += ", state = ?, state_version = state_version + 1"
+    if status:
+        sql += ", status = ?, result = ?, error = ?, finished_at = ?, owner = NULL"
+    return sql + " WHERE run_id = ?"
+
+
+#: a commit's UPDATE of its run row, by (changes the state, ends the run)
+_UPDATE_RUN = {
+    (state, status): _update_run_sql(state, status)
+    for state in (False, True)
+    for status in (False, True)
+}
 
 
 def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> int:
@@ -222,23 +246,13 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
             f"Run {run_id!r} has finished (or is gone); the commit of delivery "
             f"({c.event_seq}, {c.step!r}) was discarded."
         )
-    conn.execute(
-        "UPDATE runs SET next_commit_seq = next_commit_seq + 1,"
-        " stream_next = stream_next + ?, next_seq = max(next_seq, ?), updated_at = ?"
-        " WHERE run_id = ?",
-        (len(c.stream), next_seq, now, run_id),
-    )
+    # One UPDATE of the run row, with the state and the ending when the commit has them.
+    params: tuple[object, ...] = (len(c.stream), next_seq, now)
     if c.state is not None:
-        conn.execute(
-            "UPDATE runs SET state = ?, state_version = state_version + 1 WHERE run_id = ?",
-            (c.state, run_id),
-        )
+        params += (c.state,)
     if c.status is not None:
-        conn.execute(
-            "UPDATE runs SET status = ?, result = ?, error = ?, finished_at = ?, owner = NULL"
-            " WHERE run_id = ?",
-            (c.status.value, c.result, c.error, now, run_id),
-        )
+        params += (c.status.value, c.result, c.error, now)
+    conn.execute(_UPDATE_RUN[c.state is not None, c.status is not None], (*params, run_id))
     commit_seq, stream_base = int(row[0]), int(row[1])
     # 3. journal, routing, stream, buffers.
     conn.execute(
