@@ -15,6 +15,7 @@ Differences from the in-memory :class:`Run`:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import json
 import logging
@@ -228,8 +229,11 @@ class DurableRun(Run):
             self._confirming_end = False
         if self.done:
             return
-        if record is None or not record.status.is_terminal:
+        if record is None:
             self._check_idle()
+            return
+        if not record.status.is_terminal:
+            await self._lost_claim()
             return
         self._owns_row = False  # the store has the outcome: record nothing more
         if record.status is RunStatus.CANCELLED:
@@ -239,6 +243,25 @@ class DurableRun(Run):
             f"Run {self.run_id} ended in another process ({record.status.value}); this "
             "process stopped executing it. Read its outcome from the store."
         )
+        await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=error), error)
+
+    async def _lost_claim(self) -> None:
+        """A claim or commit was fenced while the run goes on in the store: another process
+        took the run over, or the database lost this process's claim (a server crash that
+        undid an unflushed take). What this process holds is stale, so going on here (or
+        calling the run stuck, and recording that) would be wrong: stop executing it here,
+        record nothing, and leave it to whoever takes it next."""
+        error = FencedError(
+            f"Run {self.run_id}: this process lost its claim on the run's work (another "
+            "process took the run over, or the database undid the claim in a crash). It "
+            "stopped executing the run here and recorded nothing; the run goes on where it "
+            "is taken next (a worker, or `riverbed runs resume`)."
+        )
+        logger.warning("%s", error)
+        self._owns_row = False
+        with contextlib.suppress(StoreError):
+            # Released only if still ours in the store: then it is claimable at once.
+            await self.durable_store.release_run(self.run_id, owner_id())
         await self._finish(RunStatus.FAILED, WorkflowFailedEvent(exception=error), error)
 
     def _watch_outside(self) -> None:
