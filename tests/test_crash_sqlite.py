@@ -323,17 +323,17 @@ N_RUNS = 20
         pytest.param(
             "NORMAL",
             {
-                "after_claim": 0.012,
-                "before_commit": 0.012,
-                "in_commit": 0.012,
-                "after_commit": 0.012,
+                "after_claim": 0.015,
+                "before_commit": 0.015,
+                "in_commit": 0.015,
+                "after_commit": 0.015,
             },
             1,
             id="normal-around-commits",
         ),
         pytest.param(
             "FULL",
-            {"before_claim": 0.01, "after_claim": 0.01, "in_commit": 0.02},
+            {"before_claim": 0.0125, "after_claim": 0.0125, "in_commit": 0.025},
             2,
             id="full-claims-and-in-commit",
         ),
