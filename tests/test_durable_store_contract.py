@@ -302,6 +302,39 @@ async def test_claim_is_fenced_for_done_missing_or_finished(store: AnyStore) -> 
         await store.claim("r1", 1, "other", "t3", 30)
 
 
+async def test_a_commit_to_a_run_that_ended_meanwhile_writes_nothing(
+    store: AnyStore, backend: Backend
+) -> None:
+    await new_run(store, targets=("s",))
+    await store.claim("r1", 1, "s", "ts", 30)
+    await store.finish_run("r1", RunStatus.CANCELLED, None, None)  # e.g. cancelled by id
+    row = CommitRow(1, "s", 1, "ts", produced=(ProducedRow(ev(2), ("s",)),), next_seq=3)
+    with pytest.raises(FencedError, match="finished"):
+        await store.commit("r1", row)
+    # Its claim still holds the delivery (the fence was rolled back with the rest).
+    rows = await backend.rows("SELECT status, claim_token FROM deliveries WHERE run_id = 'r1'")
+    assert [tuple(r) for r in rows] == [("running", "ts")]
+    assert await backend.rows("SELECT * FROM commits WHERE run_id = 'r1'") == []
+    assert len(await store.read_events("r1")) == 1
+
+
+async def test_collect_buffers_follow_each_commits_adds_and_takes(store: AnyStore) -> None:
+    await new_run(store, targets=("a", "b", "c"))
+    rows = []
+    for step, token in (("a", "ta"), ("b", "tb"), ("c", "tc")):
+        await store.claim("r1", 1, step, token, 30)
+        rows.append(CommitRow(1, step, 1, token, next_seq=2))
+    # a buffers event 1 twice over (another buffer too); b takes one of them; c both adds
+    # and takes event 1 of buffer "x" in one attempt (it completed the set at once).
+    await store.commit("r1", replace(rows[0], collect_add=(("k", "", 1), ("k", "y", 1))))
+    await store.commit("r1", replace(rows[1], collect_remove=(("k", "", 1),)))
+    await store.commit(
+        "r1", replace(rows[2], collect_add=(("k", "x", 1),), collect_remove=(("k", "x", 1),))
+    )
+    snap = await store.acquire_run("r1", ME)
+    assert [(c.step, c.buffer_id, c.event.seq) for c in snap.collected] == [("k", "y", 1)]
+
+
 async def test_commit_applies_every_effect(store: AnyStore, backend: Backend) -> None:
     await new_run(store)
     await store.claim("r1", 1, "start", "t1", 30)

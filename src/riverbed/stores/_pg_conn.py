@@ -322,7 +322,13 @@ class PgConnections:
     ) -> T:
         async with pool.acquire() as conn:
             if single:  # one statement: atomic by itself, no BEGIN/COMMIT round trips
+                if phase is not None:
+                    phase[0] = "commit"  # it commits as it runs: a lost reply is ambiguous
                 try:
+                    if check is not None:
+                        applied = await check(conn)
+                        if applied is not None:
+                            return applied
                     return await fn(conn)
                 except _BROKEN:
                     conn.terminate()

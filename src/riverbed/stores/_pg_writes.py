@@ -268,36 +268,85 @@ async def claim_replay(
     return None if attempts is None else int(attempts)
 
 
+#: a step's commit (research §4.4) as one statement in its transaction (three round trips
+#: with BEGIN and COMMIT, whatever the commit holds): the fence (only the attempt holding
+#: the current claim token may commit; the delivery becomes done), the run row (locked: it
+#: allocates the commit's number and its stream numbers, takes the state, maybe ends the
+#: run), the commits row, then the produced events, their deliveries, the stream events and
+#: the collect buffers. Everything after the fence reads ``r``, so when the fence or the
+#: run's status fails, no row comes back, and the caller raises, which rolls back the fence
+#: too (it may have matched while the run's row did not, e.g. a run cancelled meanwhile).
+#: Foreign keys are checked at the statement's end.
+_COMMIT = """
+WITH fence AS (
+  UPDATE deliveries SET status = 'done', claim_token = NULL WHERE run_id = $1
+    AND event_seq = $2 AND step = $3 AND status = 'running' AND claim_token = $4
+  RETURNING 1
+), r AS (
+  UPDATE runs SET next_commit_seq = next_commit_seq + 1,
+    stream_next = stream_next + $5::bigint, next_seq = greatest(next_seq, $6::bigint),
+    updated_at = $7::float8,
+    state = coalesce($8, state),
+    state_version = state_version + CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END,
+    status = CASE WHEN $9::bool THEN $10::text ELSE status END,
+    result = CASE WHEN $9 THEN $11 ELSE result END,
+    error = CASE WHEN $9 THEN $12 ELSE error END,
+    finished_at = CASE WHEN $9 THEN $7 ELSE finished_at END,
+    owner = CASE WHEN $9 THEN NULL ELSE owner END
+  WHERE run_id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM fence)
+  RETURNING next_commit_seq - 1 AS commit_seq, stream_next - $5 AS stream_base
+), c AS (
+  INSERT INTO commits (run_id, commit_seq, event_seq, step, attempt, claim_token,
+    committed_at, started_at)
+  SELECT $1, commit_seq, $2, $3, $13, $4, $7, $14 FROM r
+), ev AS (
+  INSERT INTO events (run_id, seq, type_key, payload, source_step, client_event_id,
+    created_at)
+  SELECT $1, u.s, u.t, u.p, u.src, u.cid, $7 FROM r,
+    unnest($15::bigint[], $16::text[], $17::text[], $18::text[], $19::text[])
+      AS u (s, t, p, src, cid)
+), dl AS (
+  INSERT INTO deliveries (run_id, event_seq, step, lineage, status, attempts, claim_token,
+    visible_at)
+  SELECT $1, u.s, u.st, u.l, CASE WHEN u.tok = '' THEN 'pending' ELSE 'running' END,
+    CASE WHEN u.tok = '' THEN 0 ELSE 1 END, nullif(u.tok, ''),
+    CASE WHEN u.tok = '' THEN $7::float8 ELSE $24::float8 END
+  FROM r, unnest($20::bigint[], $21::text[], $22::integer[], $23::text[])
+    AS u (s, st, l, tok)
+), st AS (
+  INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)
+  SELECT $1, r.stream_base + u.o - 1, r.commit_seq, u.t, u.p
+  FROM r, unnest($25::text[], $26::text[]) WITH ORDINALITY AS u (t, p, o)
+), ca AS (
+  INSERT INTO collected (run_id, step, buffer_id, event_seq)
+  SELECT $1, u.st, u.b, u.s FROM r, unnest($27::text[], $28::text[], $29::bigint[])
+    AS u (st, b, s)
+  ON CONFLICT DO NOTHING
+), cr AS (
+  DELETE FROM collected x USING r, unnest($30::text[], $31::text[], $32::bigint[])
+    AS u (st, b, s)
+  WHERE x.run_id = $1 AND x.step = u.st AND x.buffer_id = u.b AND x.event_seq = u.s
+)
+SELECT commit_seq, stream_base FROM r
+"""
+
+
 async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
-    """The step commit of research §4.4 in one transaction: fence, number, write."""
+    """A step's commit in one statement (``_COMMIT``) of the caller's transaction."""
     next_seq = max([c.next_seq, *(p.event.seq + 1 for p in c.produced)])
-    ending = c.status is not None
-    # 1-2. One statement: the fence (only the attempt holding the current claim token may
-    # commit; the delivery becomes done), then the run row, locked, which allocates this
-    # commit's number and its stream numbers and takes the state, then the commits row.
-    # If the fence or the run's status fails, nothing is returned and we roll back.
+    events = [p.event for p in c.produced]
+    deliveries = [
+        (p.event.seq, target, p.lineage, token)
+        for p in c.produced
+        for target, token in zip(p.targets, p.claims or ("",) * len(p.targets), strict=True)
+    ]
+    # An event added to a buffer and taken from it by the same attempt was never stored:
+    # one statement cannot insert a row and delete it again, so neither is sent.
+    both = set(c.collect_add) & set(c.collect_remove)
+    added = [item for item in c.collect_add if item not in both]
+    taken = [item for item in c.collect_remove if item not in both]
     row = await conn.fetchrow(
-        "WITH fence AS ("
-        "  UPDATE deliveries SET status = 'done', claim_token = NULL WHERE run_id = $1"
-        "  AND event_seq = $2 AND step = $3 AND status = 'running' AND claim_token = $4"
-        "  RETURNING 1),"
-        " r AS ("
-        "  UPDATE runs SET next_commit_seq = next_commit_seq + 1,"
-        "  stream_next = stream_next + $5::bigint, next_seq = greatest(next_seq, $6::bigint),"
-        "  updated_at = $7::float8,"
-        "  state = coalesce($8, state),"
-        "  state_version = state_version + CASE WHEN $8::text IS NULL THEN 0 ELSE 1 END,"
-        "  status = CASE WHEN $9::bool THEN $10::text ELSE status END,"
-        "  result = CASE WHEN $9 THEN $11 ELSE result END,"
-        "  error = CASE WHEN $9 THEN $12 ELSE error END,"
-        "  finished_at = CASE WHEN $9 THEN $7 ELSE finished_at END,"
-        "  owner = CASE WHEN $9 THEN NULL ELSE owner END"
-        "  WHERE run_id = $1 AND status = 'running' AND EXISTS (SELECT 1 FROM fence)"
-        "  RETURNING next_commit_seq - 1 AS commit_seq, stream_next - $5 AS stream_base),"
-        " c AS ("
-        "  INSERT INTO commits (run_id, commit_seq, event_seq, step, attempt, claim_token,"
-        "  committed_at, started_at) SELECT $1, commit_seq, $2, $3, $13, $4, $7, $14 FROM r)"
-        " SELECT commit_seq, stream_base FROM r",
+        _COMMIT,
         run_id,
         c.event_seq,
         c.step,
@@ -306,12 +355,30 @@ async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
         next_seq,
         now,
         c.state,
-        ending,
+        c.status is not None,
         c.status.value if c.status is not None else None,
         c.result,
         c.error,
         c.attempt,
         c.started_at,
+        [e.seq for e in events],
+        [e.type_key for e in events],
+        [e.payload for e in events],
+        [e.source_step for e in events],
+        [e.client_event_id for e in events],
+        [d[0] for d in deliveries],
+        [d[1] for d in deliveries],
+        [d[2] for d in deliveries],
+        [d[3] for d in deliveries],
+        now + c.lease_seconds,
+        [t for t, _ in c.stream],
+        [p for _, p in c.stream],
+        [a[0] for a in added],
+        [a[1] for a in added],
+        [a[2] for a in added],
+        [t[0] for t in taken],
+        [t[1] for t in taken],
+        [t[2] for t in taken],
     )
     if row is None:
         # Raising rolls back the fence too: nothing of this attempt is written.
@@ -324,43 +391,10 @@ async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
             f"Attempt {c.attempt} of delivery ({c.event_seq}, {c.step!r}) in run {run_id!r} "
             "no longer holds its claim; its effects were discarded."
         )
-    commit_seq, stream_base = int(row[0]), int(row[1])
-    # 3. journal, routing, stream, buffers.
-    if c.produced:
-        await _insert_events(conn, run_id, [p.event for p in c.produced], now)
-        await _insert_deliveries(
-            conn,
-            run_id,
-            [
-                (p.event.seq, target, p.lineage, token)
-                for p in c.produced
-                for target, token in zip(p.targets, p.claims or ("",) * len(p.targets), strict=True)
-            ],
-            now,
-            now + c.lease_seconds,
-        )
-    if c.stream:
-        await conn.executemany(
-            "INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)"
-            " VALUES ($1, $2, $3, $4, $5)",
-            [(run_id, stream_base + i, commit_seq, t, p) for i, (t, p) in enumerate(c.stream)],
-        )
-    if c.collect_add:
-        await conn.executemany(
-            "INSERT INTO collected (run_id, step, buffer_id, event_seq) VALUES ($1, $2, $3, $4)"
-            " ON CONFLICT DO NOTHING",
-            [(run_id, *item) for item in c.collect_add],
-        )
-    if c.collect_remove:
-        await conn.executemany(
-            "DELETE FROM collected WHERE run_id = $1 AND step = $2 AND buffer_id = $3"
-            " AND event_seq = $4",
-            [(run_id, *item) for item in c.collect_remove],
-        )
     # Crash tests: die with every effect written but COMMIT not sent; PostgreSQL must then
     # roll all of it back (the attempt runs again after a restart).
     crashpoints.hit("in_commit")
-    return commit_seq
+    return int(row[0])
 
 
 async def commit_replay(conn: PgConn, run_id: str, c: CommitRow) -> int | None:
