@@ -548,3 +548,28 @@ def test_run_sync_twice_uses_a_pool_per_event_loop(pg_server: str) -> None:  # n
     finally:
         asyncio.run(workflow.store.close())
         asyncio.run(drop_schema(pg_server, schema))
+
+
+# -- the store's loop ------------------------------------------------------------------
+
+
+async def test_a_store_kept_on_its_callers_loop_needs_no_thread(pg_url: str) -> None:  # noqa: F811
+    from riverbed.stores._pg_loop import HomeLoop
+
+    store = PostgresStore.from_url(pg_url)
+    store.use_running_loop()
+    async with store:
+        home = store._db._thread
+        assert isinstance(home, HomeLoop)  # no thread of the store's own: the pool is here
+        assert home.loop is asyncio.get_running_loop()
+        await new_run(store)
+        assert (await store.get_run("r1")).status is RunStatus.RUNNING
+
+        # Another loop (a thread of its own, as run_sync makes) still reaches it.
+        def elsewhere() -> RunStatus:
+            return asyncio.run(store.get_run("r1")).status
+
+        assert await asyncio.to_thread(elsewhere) is RunStatus.RUNNING
+        with pytest.raises(StoreError, match="before the store is opened"):
+            store.use_running_loop()
+    assert not store.is_open

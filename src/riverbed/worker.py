@@ -261,6 +261,11 @@ def run_worker(
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError):  # not on Windows
                 loop.add_signal_handler(sig, worker.stop)
+        use_running_loop = getattr(worker._store, "use_running_loop", None)
+        if use_running_loop is not None and not worker._store.is_open:
+            # This process serves one store from this loop: keep the store's connections
+            # here too, so no store call crosses to another thread and back.
+            use_running_loop()
         try:
             await worker.run()
         finally:

@@ -26,7 +26,7 @@ import asyncpg  # type: ignore[import-untyped]
 
 from riverbed.errors import StoreCorruptError, StoreError, StoreLockedError, StoreSchemaError
 from riverbed.stores._pg_listen import WorkHint, WorkListener
-from riverbed.stores._pg_loop import InOrder, LoopThread
+from riverbed.stores._pg_loop import HomeLoop, InOrder, LoopThread
 from riverbed.stores._pg_settings import PgSettings
 
 __all__ = ["PgConn", "PgConnections", "StoreUnavailableError", "load_migrations"]
@@ -112,7 +112,9 @@ class PgConnections:
         self.settings = settings
         self._pool: Any = None
         #: the pool's own event loop (see _pg_loop): any caller's loop may use the store
-        self._thread: LoopThread | None = None
+        self._thread: LoopThread | HomeLoop | None = None
+        #: keep the pool on the loop that opens the store (use_running_loop)
+        self._home = False
         self._order = InOrder()
         #: the LISTEN connection, made by the first wait_for_work (workers only)
         self._listener = WorkListener(self._connect_one, settings.work_channel)
@@ -121,9 +123,18 @@ class PgConnections:
     def is_open(self) -> bool:
         return self._pool is not None
 
+    def use_running_loop(self) -> None:
+        """Keep the pool on the loop that calls :meth:`open` instead of a thread's own
+        (see :class:`HomeLoop`). Before opening."""
+        if self._pool is not None:
+            raise StoreError("use_running_loop() must be called before the store is opened.")
+        self._home = True
+
     async def open(self) -> None:
         """Connect (retrying for up to ``connect_timeout`` seconds) and migrate."""
-        thread = LoopThread("riverbed-postgres")
+        thread: LoopThread | HomeLoop = (
+            HomeLoop(asyncio.get_running_loop()) if self._home else LoopThread("riverbed-postgres")
+        )
         try:
             self._pool = await thread.run(self._open())
         except BaseException:

@@ -5,6 +5,10 @@ whatever loop the caller has: ``Workflow.run_sync`` makes a new loop per call, t
 one per test, and a store outlives all of them. So the store's pool lives on a loop of its
 own, in a daemon thread, and callers on any loop await its work there, as the SQLite
 store's callers await its writer thread. Each call costs one hop to the thread and back.
+
+A process that does nothing but serve one store (a ``riverbed worker``) can instead keep
+the pool on its own loop (:class:`HomeLoop`): its calls then make no hop at all, and calls
+from other loops still hop to it.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
-__all__ = ["InOrder", "LoopThread"]
+__all__ = ["HomeLoop", "InOrder", "LoopThread"]
 
 T = TypeVar("T")
 
@@ -35,8 +39,7 @@ class LoopThread:
     async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run ``coro`` on the thread's loop and await its result from the caller's loop.
         Cancelling the caller cancels the work there too."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return await asyncio.wrap_future(future)
+        return await _run_on(self.loop, coro)
 
     def stop(self) -> None:
         """Cancel what still runs there, stop the loop and the thread, and close the loop;
@@ -51,6 +54,28 @@ class LoopThread:
         if threading.current_thread() is not self._thread:
             self._thread.join()
         self.loop.close()
+
+
+class HomeLoop:
+    """The loop of the caller that opened the store, used as the store's own: work from
+    that loop runs in place, work from other loops hops to it (while it runs)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Await ``coro`` on the home loop (in place when called from it)."""
+        return await _run_on(self.loop, coro)
+
+    def stop(self) -> None:
+        """Nothing to stop: the loop belongs to its caller."""
+
+
+async def _run_on(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> T:
+    if asyncio.get_running_loop() is loop:
+        return await coro
+    future = asyncio.run_coroutine_threadsafe(coro, loop)
+    return await asyncio.wrap_future(future)
 
 
 async def _cancel_others() -> None:

@@ -111,6 +111,14 @@ class PostgresStore:
         if not self._db.is_open:
             await self._db.open()
 
+    def use_running_loop(self) -> None:
+        """Keep the connections on the event loop that will call :meth:`open`, instead of
+        a loop of the store's own in a thread: calls from that loop then skip a thread hop
+        each way (calls from other loops hop to it, while it runs). For a process that
+        serves this store from one loop, as ``riverbed worker`` does; call it before
+        :meth:`open`, and close the store before that loop ends."""
+        self._db.use_running_loop()
+
     async def close(self) -> None:
         """Close every connection."""
         await self._db.close()
