@@ -22,6 +22,7 @@ from riverbed import (
     WorkflowConfigurationError,
     step,
 )
+from riverbed.errors import RunOwnedError
 from riverbed.worker import Worker
 
 pytestmark = pytest.mark.usefixtures("hang_guard")
@@ -303,3 +304,34 @@ async def test_a_run_timeout_fires_on_a_worker_after_the_run_was_parked(
     await until(lambda: _parked(worker))
     await until(lambda: _is(client, run_id, RunStatus.TIMED_OUT), seconds=10)
     assert worker.taken == 2
+
+
+async def test_a_worker_that_keeps_losing_named_runs_queries_instead(tmp_path: Path) -> None:
+    # Every worker hears every notification; when other workers take most named runs
+    # first, racing for each one wastes a transaction apiece: query for free runs instead.
+    worker = Worker([Double()], store=f"sqlite:///{tmp_path / 'runs.db'}")
+    store = worker._store
+    await store.open()
+    tried: list[str] = []
+    queried: list[int] = []
+
+    async def acquire_run(run_id: str, owner: str, *, claim: bool = False) -> Any:
+        tried.append(run_id)
+        raise RunOwnedError(f"{run_id} is taken")
+
+    async def claimable_runs(pairs: Any, limit: int) -> list[str]:
+        queried.append(limit)
+        return []
+
+    store.notified_runs = lambda pairs, limit: [f"named-{len(tried)}"]
+    store.acquire_run = acquire_run
+    store.claimable_runs = claimable_runs
+    pairs = [("double", Double().workflow_version)]
+    try:
+        for _ in range(10):
+            await worker._fill(pairs)
+            worker._polled = 0.0  # every fill may query
+    finally:
+        await store.close()
+    assert 4 <= len(tried) <= 6  # after 4 lost races it mostly queries (and retries now and then)
+    assert len(queried) == 10  # and found work by querying (each fill here)

@@ -43,6 +43,8 @@ logger = logging.getLogger("riverbed.worker")
 
 #: longest pause between polls after store errors
 _MAX_BACKOFF = 5.0
+#: below this share of named runs won, a worker queries for free runs instead
+_MIN_HINT_WINS = 0.5
 
 
 class Worker:
@@ -97,6 +99,10 @@ class Worker:
         self._idle_since: dict[str, float] = {}
         #: when claimable_runs last ran (monotonic)
         self._polled = 0.0
+        #: how often runs a notification named were still free when this worker tried to
+        #: take them (a moving average): every worker hears every notification, and when
+        #: many compete, querying for free runs wastes less than racing for each one
+        self._hint_wins = 1.0
         self._stopping: asyncio.Event | None = None
         #: set when a run ends while every slot was taken: look for work at once
         self._freed: asyncio.Event | None = None
@@ -178,9 +184,15 @@ class Worker:
         # timeout came due, a notification was lost).
         notified = getattr(self._store, "notified_runs", None)
         hinted = notified(pairs, free) if notified is not None else []
+        if self._hint_wins < _MIN_HINT_WINS:
+            # Other workers took most named runs first: query for free ones instead (the
+            # hints are dropped), and trust hints a little more each time.
+            self._hint_wins = min(1.0, self._hint_wins + 0.05)
+            hinted = []
         for run_id in hinted:
             if run_id not in self._runs:
-                await self._take(run_id)
+                won = await self._take(run_id)
+                self._hint_wins = 0.8 * self._hint_wins + (0.2 if won else 0.0)
         now = time.monotonic()
         if hinted and now - self._polled < self._poll:
             return
@@ -192,26 +204,28 @@ class Worker:
             if run_id not in self._runs:
                 await self._take(run_id)
 
-    async def _take(self, run_id: str) -> None:
+    async def _take(self, run_id: str) -> bool:
+        """Take and start the run; False when another process has it or it ended."""
         store = self._store
         try:
             snapshot = await store.acquire_run(run_id, owner_id(), claim=True)
         except (RunOwnedError, RunFinishedError, RunNotFoundError):
-            return  # another worker was faster, or the run ended meanwhile
+            return False  # another worker was faster, or the run ended meanwhile
         workflow = self._workflows.get(snapshot.record.workflow)
         version = snapshot.record.workflow_version
         if workflow is None or version not in (None, workflow.workflow_version):
             await store.release_run(run_id, owner_id(), unclaimed(snapshot))  # not ours
-            return
+            return False
         try:
             handler = await workflow._continue(snapshot)
         except Exception:
             logger.exception("riverbed worker: could not continue run %s", run_id)
-            return
+            return False
         self.taken += 1
         self._runs[run_id] = handler
         logger.info("riverbed worker took run %s of %s", run_id, workflow.workflow_name)
         handler._run.result.add_done_callback(lambda _: self._forget(run_id, handler))
+        return True
 
     def _forget(self, run_id: str, handler: WorkflowHandler) -> None:
         outcome = handler._run.result
