@@ -13,7 +13,10 @@ For each store, in one run of this script:
 - **step commits per second** with 1, 2 and 4 worker processes: ``--runs`` runs of a
   10-step chain are submitted, and the wall time from the first submit to the last run's end
   gives commits (steps) per second. Does throughput grow with workers until the database is
-  the bottleneck?
+  the bottleneck? Two series: steps that do nothing (CPU-bound: the machine's cores, shared
+  with the database here, are the limit) and steps that each await 20 ms of I/O with 8
+  slots per worker (the shape of LLM agents: each worker's capacity is the limit, so
+  workers add throughput until the database is saturated).
 
 Each worker is ``python benchmarks/workers.py --serve URL``. Every run's result is checked.
 """
@@ -66,6 +69,29 @@ class Chain(Workflow):
         return StopEvent(result=ev.n + 1)
 
 
+#: each step of WaitingChain awaits this long (an LLM call, an HTTP request)
+WAIT_SECONDS = 0.02
+#: runs a worker executes at once in the waiting series (its capacity)
+WAIT_SLOTS = 8
+
+
+class WaitingChain(Workflow):
+    """Ten steps in a row, each waiting on I/O for WAIT_SECONDS: the shape of agents and
+    pipelines, where a worker's capacity (its slots) bounds throughput, not its CPU."""
+
+    @step
+    async def first(self, ev: StartEvent) -> Hop:
+        await asyncio.sleep(WAIT_SECONDS)
+        return Hop(n=1)
+
+    @step
+    async def hop(self, ev: Hop) -> Hop | StopEvent:
+        await asyncio.sleep(WAIT_SECONDS)
+        if ev.n + 1 < CHAIN:
+            return Hop(n=ev.n + 1)
+        return StopEvent(result=ev.n + 1)
+
+
 class Ping(Workflow):
     """One step that says when it started."""
 
@@ -74,22 +100,26 @@ class Ping(Workflow):
         return StopEvent(result=time.time())
 
 
-def serve(url: str) -> None:
+def serve(url: str, slots: int) -> None:
     from riverbed.worker import run_worker
 
     print("ready", flush=True)
     run_worker(
-        [Chain(workflow_name="bench-chain"), Ping(workflow_name="bench-ping")],
+        [
+            Chain(workflow_name="bench-chain"),
+            WaitingChain(workflow_name="bench-wait"),
+            Ping(workflow_name="bench-ping"),
+        ],
         url,
-        slots=64,
+        slots=slots,
         poll_interval=0.1,
     )
 
 
-def start_workers(url: str, n: int) -> list[subprocess.Popen[str]]:
+def start_workers(url: str, n: int, slots: int = 64) -> list[subprocess.Popen[str]]:
     procs = [
         subprocess.Popen(
-            [sys.executable, __file__, "--serve", url],
+            [sys.executable, __file__, "--serve", url, str(slots)],
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             text=True,
@@ -160,9 +190,13 @@ async def handoff(url: str, samples: int) -> dict[str, float]:
     }
 
 
-async def throughput(url: str, workers: int, runs: int) -> dict[str, float]:
-    client = Chain(store=url, workflow_name="bench-chain")
-    procs = start_workers(url, workers)
+async def throughput(url: str, workers: int, runs: int, waiting: bool = False) -> dict[str, float]:
+    if waiting:
+        client: Workflow = WaitingChain(store=url, workflow_name="bench-wait")
+        procs = start_workers(url, workers, WAIT_SLOTS)
+    else:
+        client = Chain(store=url, workflow_name="bench-chain")
+        procs = start_workers(url, workers)
     pids = [p.pid for p in procs]
     try:
         # The runs are submitted concurrently, so that the client's submit rate is not
@@ -268,13 +302,18 @@ async def main() -> None:
                 row = await throughput(await fresh(), workers, args.runs)
                 entry["throughput"].append(row)
                 print(f"{store}: {row}", flush=True)
+            entry["waiting"] = []
+            for workers in [int(w) for w in args.workers.split(",")]:
+                row = await throughput(await fresh(), workers, args.runs, waiting=True)
+                entry["waiting"].append(row)
+                print(f"{store}: waiting steps: {row}", flush=True)
             results[store] = entry
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 3 and sys.argv[1] == "--serve":
-        serve(sys.argv[2])
+    if len(sys.argv) == 4 and sys.argv[1] == "--serve":
+        serve(sys.argv[2], int(sys.argv[3]))
     else:
         asyncio.run(main())
