@@ -330,7 +330,11 @@ async def test_a_notified_run_is_taken_without_querying_for_work(
     # The notification names the run: the worker acquires it at once, and its query for
     # claimable runs (a poll, every POLL seconds here) is not what finds it.
     client = Chain(store=pg_url, workflow_name="chain")
-    worker = Worker([Chain(workflow_name="chain")], store=pg_url, poll_interval=POLL)
+    # park_after: a worker holding a run looks for work every park_after / 2 too; keep
+    # that beyond the test, so only the notification can make it look.
+    worker = Worker(
+        [Chain(workflow_name="chain")], store=pg_url, poll_interval=POLL, park_after=2 * POLL
+    )
     store = worker._store
     real, queries = store.claimable_runs, []
 
