@@ -57,82 +57,10 @@ def run_record(row: Any) -> RunRecord:
     )
 
 
-#: the run row's columns a snapshot needs (read_snapshot's ``row``)
+#: the run row's columns a snapshot needs
 SNAPSHOT_COLUMNS = (
     f"{_RUN_COLUMNS}, state, state_type, state_version, next_seq, stream_next, deadline, owner"
 )
-
-
-#: a snapshot's deliveries (every one not done, with its event). With ``$2`` (now) and
-#: ``$3`` (lease end) not null, those due now are claimed in the same statement: running
-#: for the caller, attempt + 1, a new random token (``claimed`` sees the rows as they
-#: were, so the claimed ones are read from its RETURNING)
-_SNAPSHOT_DELIVERIES = f"""
-WITH claimed AS (
-  UPDATE deliveries SET status = 'running', attempts = attempts + 1,
-    claim_token = gen_random_uuid()::text, visible_at = $3
-  WHERE $3::float8 IS NOT NULL AND run_id = $1 AND status IN ('pending', 'running')
-    AND (status = 'running' OR visible_at <= $2)
-  RETURNING event_seq, step, attempts, visible_at, claim_token
-)
-SELECT d.event_seq, d.step, CASE WHEN c.step IS NULL THEN d.status ELSE 'running' END,
-  coalesce(c.attempts, d.attempts), d.lineage, coalesce(c.visible_at, d.visible_at),
-  {_EVENT_COLUMNS}, c.claim_token
-FROM deliveries d JOIN events e ON e.run_id = d.run_id AND e.seq = d.event_seq
-LEFT JOIN claimed c ON c.event_seq = d.event_seq AND c.step = d.step
-WHERE d.run_id = $1 AND d.status <> 'done' ORDER BY d.event_seq, d.step
-"""
-
-
-async def read_snapshot(
-    conn: PgConn,
-    run_id: str,
-    row: Any = None,
-    claim: tuple[float, float] | None = None,
-) -> RunSnapshot:
-    """What resuming the run needs; ``row`` is its ``SNAPSHOT_COLUMNS``, if already read
-    (taking the run returns them), else they are read here. ``claim`` is ``(now, lease
-    end)``: claim the deliveries due now for the caller (see ``_SNAPSHOT_DELIVERIES``)."""
-    if row is None:
-        row = await conn.fetchrow(
-            f"SELECT {SNAPSHOT_COLUMNS} FROM runs WHERE run_id = $1",
-            run_id,
-        )
-    if row is None:
-        raise not_found(run_id)
-    state, state_type, version, next_seq, stream_next, deadline, owner = tuple(row)[9:]
-    now, until = claim if claim is not None else (None, None)
-    deliveries = tuple(
-        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6), d[11])
-        for d in await conn.fetch(_SNAPSHOT_DELIVERIES, run_id, now, until)
-    )
-    collected = tuple(
-        CollectRow(c[0], c[1], event_row(c, 2))
-        for c in await conn.fetch(
-            f"SELECT c.step, c.buffer_id, {_EVENT_COLUMNS} FROM collected c JOIN events e"
-            " ON e.run_id = c.run_id AND e.seq = c.event_seq"
-            " WHERE c.run_id = $1 ORDER BY c.step, c.buffer_id, c.event_seq",
-            run_id,
-        )
-    )
-    stream = await conn.fetch(
-        "SELECT seq, commit_seq, type_key, payload FROM stream WHERE run_id = $1 ORDER BY seq",
-        run_id,
-    )
-    return RunSnapshot(
-        record=run_record(row),
-        state=state,
-        state_type=state_type,
-        next_seq=next_seq,
-        deliveries=deliveries,
-        collected=collected,
-        waiters=tuple(await read_waiters(conn, run_id, checked=True)),
-        stream_len=stream_next - 1,
-        deadline=deadline,
-        owner=owner,
-        extra={"state_version": str(version)},
-        stream=tuple(StreamRow(*r) for r in stream),
-    )
 
 
 #: a worker taking a run nobody runs (the usual case), in one statement and one round trip:

@@ -12,11 +12,10 @@ from riverbed.errors import RunOwnedError
 from riverbed.stores._ownership import check_takeover
 from riverbed.stores._pg_conn import PgConn
 from riverbed.stores._pg_reads import (
-    SNAPSHOT_COLUMNS,
     not_found,
-    read_snapshot,
     read_waiters,
     run_status,
+    take_snapshot,
 )
 from riverbed.stores._pg_writes import count, notify_if_claimable
 from riverbed.stores.base import RunStatus
@@ -94,30 +93,13 @@ async def finish_run(
         await run_status(conn, run_id)
 
 
-#: take a running run that has no live owner, in one statement (the usual case: a worker
-#: taking a run nobody runs); returns what the snapshot needs of the run's row
-_TAKE = f"""
-UPDATE runs SET owner = $2, owner_heartbeat = $3, updated_at = $3
-WHERE run_id = $1 AND status = 'running'
-  AND (owner IS NULL OR owner = $2 OR owner_heartbeat IS NULL
-       OR owner_heartbeat <= $3::float8 - $4::float8)
-RETURNING {SNAPSHOT_COLUMNS}
-"""
-
-
-async def acquire_run(
+async def take_over(
     conn: PgConn, run_id: str, owner: str, now: float, lease_seconds: float, claim: bool = False
 ) -> RunSnapshot:
-    # Taking a run (and claiming its due deliveries) need not wait for the WAL flush: if
-    # the server crashes before flushing it, the run is simply unowned again (claimable),
-    # and the owner's next step commit waits for a flush that covers this one too (the WAL
-    # is flushed in order). So a worker's hand-off pays no fsync before its first step.
-    await conn.execute("SET LOCAL synchronous_commit TO off")
-    claims = (now, now + lease_seconds) if claim else None
-    taken = await conn.fetchrow(_TAKE, run_id, owner, now, lease_seconds)
-    if taken is not None:
-        return await read_snapshot(conn, run_id, taken, claims)
-    # Ended, unknown, or owned: find out which, and take it from a dead owner of this host.
+    """Take a run whose owner ``take_snapshot`` could not displace (a process of this host
+    that is gone, but whose lease has not lapsed), in the caller's transaction: the row is
+    locked and checked, the owner replaced, then ``take_snapshot`` (which now matches, the
+    owner being ``owner``) claims and reads the snapshot."""
     row = await conn.fetchrow(
         "SELECT status, owner, owner_heartbeat FROM runs WHERE run_id = $1 FOR UPDATE", run_id
     )
@@ -130,7 +112,9 @@ async def acquire_run(
         owner,
         now,
     )
-    return await read_snapshot(conn, run_id, claim=claims)
+    snapshot = await take_snapshot(conn, run_id, owner, now, lease_seconds, claim)
+    assert snapshot is not None  # the row is ours and locked by this transaction
+    return snapshot
 
 
 async def release_run(

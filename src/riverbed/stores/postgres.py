@@ -295,8 +295,9 @@ class PostgresStore:
         """
         now, lease = self._now(), self.lease_seconds
         doing = f"acquiring run {run_id!r}"
-        # The usual case (a worker taking a run nobody runs) is one statement; only a run
-        # that cannot be taken that way (ended, unknown, owned) needs a transaction.
+        # One statement: it takes the run, or raises for a run that ended, is unknown or
+        # has a live owner. Only an owner that is a dead process of this host, whose lease
+        # has not lapsed, is replaced in a transaction (take_over).
         taken = await self._db.transaction(
             lambda c: reads.take_snapshot(c, run_id, owner, now, lease, claim),
             doing,
@@ -308,7 +309,7 @@ class PostgresStore:
             return taken
         return await self._tx(
             doing,
-            lambda c: runs.acquire_run(c, run_id, owner, now, lease, claim),
+            lambda c: runs.take_over(c, run_id, owner, now, lease, claim),
             _idempotent,
             run_id=run_id,
         )
