@@ -56,7 +56,12 @@ def run_record(row: Any) -> RunRecord:
     )
 
 
-def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
+def read_snapshot(
+    conn: sqlite3.Connection, run_id: str, claims: dict[tuple[int, str], str] | None = None
+) -> RunSnapshot:
+    """What resuming the run needs; ``claims`` are the tokens of the deliveries the caller
+    has just claimed, by ``(event_seq, step)``."""
+    claims = claims or {}
     row = conn.execute(
         f"SELECT {_RUN_COLUMNS}, state, state_type, state_version, next_seq, stream_next,"
         " deadline, owner FROM runs WHERE run_id = ?",
@@ -66,7 +71,7 @@ def read_snapshot(conn: sqlite3.Connection, run_id: str) -> RunSnapshot:
         raise not_found(run_id)
     state, state_type, version, next_seq, stream_next, deadline, owner = row[9:]
     deliveries = tuple(
-        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6))
+        DeliveryRow(d[0], d[1], d[2], d[3], d[4], d[5], event_row(d, 6), claims.get((d[0], d[1])))
         for d in conn.execute(
             "SELECT d.event_seq, d.step, d.status, d.attempts, d.lineage, d.visible_at,"
             f" {_EVENT_COLUMNS} FROM deliveries d JOIN events e"

@@ -442,14 +442,7 @@ def acquire_run(
             " claim_token = ?, visible_at = ? WHERE run_id = ? AND event_seq = ? AND step = ?",
             [(t, now + lease_seconds, run_id, seq, step) for (seq, step), t in tokens.items()],
         )
-    snap = read_snapshot(conn, run_id)
-    if not tokens:
-        return snap
-    deliveries = tuple(
-        dataclasses.replace(d, claim_token=tokens.get((d.event_seq, d.step)))
-        for d in snap.deliveries
-    )
-    return dataclasses.replace(snap, deliveries=deliveries)
+    return read_snapshot(conn, run_id, tokens)
 
 
 def release_run(
