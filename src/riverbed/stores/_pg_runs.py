@@ -19,7 +19,7 @@ from riverbed.stores._pg_reads import (
 )
 from riverbed.stores._pg_writes import count, notify_if_claimable
 from riverbed.stores.base import RunStatus
-from riverbed.stores.durable import RunSnapshot, WaiterRow
+from riverbed.stores.durable import RUN_CHILD_TABLES, RunSnapshot, WaiterRow
 
 
 async def register_waiter(
@@ -174,16 +174,6 @@ async def delete_runs(conn: PgConn, finished_before: float) -> int:
     run_ids = [row[0] for row in await conn.fetch(doomed, finished_before)]
     if not run_ids:
         return 0
-    for table in (
-        "attempt_failures",
-        "memos",
-        "waiters",
-        "collected",
-        "stream",
-        "commits",
-        "deliveries",
-        "events",
-        "runs",
-    ):
+    for table in (*RUN_CHILD_TABLES, "runs"):
         await conn.execute(f"DELETE FROM {table} WHERE run_id = ANY($1::text[])", run_ids)
     return len(run_ids)

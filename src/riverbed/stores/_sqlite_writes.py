@@ -17,7 +17,7 @@ from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOw
 from riverbed.stores._ownership import check_takeover
 from riverbed.stores._sqlite_reads import not_found, read_snapshot, read_waiters, run_status
 from riverbed.stores.base import RunRecord, RunStatus
-from riverbed.stores.durable import CommitRow, EventRow, RunSnapshot, WaiterRow
+from riverbed.stores.durable import RUN_CHILD_TABLES, CommitRow, EventRow, RunSnapshot, WaiterRow
 
 
 def _insert_event(conn: sqlite3.Connection, run_id: str, event: EventRow, now: float) -> None:
@@ -336,16 +336,7 @@ def delete_runs(conn: sqlite3.Connection, finished_before: float) -> int:
     """Delete ended runs and every row that belongs to them (children first, so this does
     not depend on foreign-key cascades)."""
     doomed = "SELECT run_id FROM runs WHERE status != 'running' AND finished_at < ?"
-    for table in (
-        "attempt_failures",
-        "memos",
-        "waiters",
-        "collected",
-        "stream",
-        "commits",
-        "deliveries",
-        "events",
-    ):
+    for table in RUN_CHILD_TABLES:
         conn.execute(f"DELETE FROM {table} WHERE run_id IN ({doomed})", (finished_before,))
     return int(
         conn.execute(

@@ -33,6 +33,20 @@ __all__ = [
 ]
 
 
+#: the tables that hold a run's rows besides ``runs``, children first: deleting a run's rows
+#: in this order (then its ``runs`` row) needs no foreign-key cascades
+RUN_CHILD_TABLES = (
+    "attempt_failures",
+    "memos",
+    "waiters",
+    "collected",
+    "stream",
+    "commits",
+    "deliveries",
+    "events",
+)
+
+
 @dataclass(frozen=True)
 class EventRow:
     """An event that entered a run."""
