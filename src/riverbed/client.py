@@ -138,6 +138,108 @@ def _outcome(run: dict[str, Any]) -> Any:
     return run.get("result")
 
 
+@dataclass
+class _Call:
+    """One request of the server's API, built once for both clients."""
+
+    method: str
+    url: str
+    params: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None
+    timeout: Any = httpx.USE_CLIENT_DEFAULT
+
+
+def _start_call(
+    workflow: str, input: dict[str, Any] | None, run_id: str | None, wait: bool
+) -> _Call:
+    body: dict[str, Any] = {"input": input or {}}
+    if run_id is not None:
+        body["run_id"] = run_id
+    url = f"/api/workflows/{workflow}/runs"
+    if wait:  # the server answers when the run ends: no client timeout
+        return _Call("POST", url, {"wait": "true"}, body, None)
+    return _Call("POST", url, None, body)
+
+
+def _list_call(workflow: str | None, status: str | None, limit: int, offset: int) -> _Call:
+    params: dict[str, Any] = {"limit": limit, "offset": offset}
+    if workflow:
+        params["workflow"] = workflow
+    if status:
+        params["status"] = status
+    return _Call("GET", "/api/runs", params)
+
+
+def _event_call(
+    run_id: str,
+    type: str,
+    data: dict[str, Any] | None,
+    client_event_id: str | None,
+    step: str | None,
+) -> _Call:
+    body: dict[str, Any] = {
+        "type": type,
+        "data": data or {},
+        "client_event_id": client_event_id or uuid.uuid4().hex,
+    }
+    if step is not None:
+        body["step"] = step
+    return _Call("POST", f"/api/runs/{run_id}/events", body=body)
+
+
+class _Waiting:
+    """``wait()``'s long polls: each asks the server to hold the request up to 30 s."""
+
+    def __init__(self, run_id: str, timeout: float | None) -> None:
+        self.run_id = run_id
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.left = 30.0
+
+    def next_call(self) -> _Call:
+        if self.deadline is not None:
+            self.left = max(0.0, min(30.0, self.deadline - time.monotonic()))
+        return _Call("GET", f"/api/runs/{self.run_id}", {"wait": self.left}, None, self.left + 30)
+
+    def done(self, run: dict[str, Any]) -> bool:
+        return run["status"] in _TERMINAL or (self.deadline is not None and self.left <= 0)
+
+
+class _Following:
+    """``stream()``'s bookkeeping: where to resume, and how often the connection broke."""
+
+    def __init__(self, run_id: str, after: int, max_reconnects: int) -> None:
+        self.run_id = run_id
+        self.last = after
+        self.failures = 0
+        self.max_reconnects = max_reconnects
+        self.parser = _SseParser()
+
+    def connect(self) -> tuple[str, dict[str, str]]:
+        """The URL and headers of the next connection (which resumes after ``last``)."""
+        self.parser = _SseParser()
+        headers = {"last-event-id": str(self.last)} if self.last else {}
+        return f"/api/runs/{self.run_id}/stream", headers
+
+    def event(self, line: str) -> StreamEvent | None:
+        message = self.parser.feed(line)
+        event = _to_event(message) if message else None
+        if event is not None:
+            self.failures = 0
+            if event.seq is not None:
+                self.last = event.seq
+        return event
+
+    def lost(self) -> float:
+        """The connection broke: seconds to wait before the next, or ConnectionError."""
+        self.failures += 1
+        if self.failures > self.max_reconnects:
+            raise ConnectionError(
+                f"Lost the stream of run {self.run_id} {self.failures} times in a row; last "
+                f"event seen: {self.last}. Call stream(run_id, after={self.last}) to go on."
+            )
+        return min(0.1 * 2.0**self.failures, 2.0)
+
+
 class AsyncClient:
     """An async client of one riverbed server. Use it as ``async with``."""
 
@@ -183,13 +285,7 @@ class AsyncClient:
     ) -> dict[str, Any]:
         """Start a run of ``workflow`` with the StartEvent fields ``input``; returns the
         run (ended, with ``wait=True``)."""
-        body: dict[str, Any] = {"input": input or {}}
-        if run_id is not None:
-            body["run_id"] = run_id
-        params = {"wait": "true"} if wait else None
-        timeout = None if wait else self._http.timeout
-        url = f"/api/workflows/{workflow}/runs"
-        return dict(_check(await self._http.post(url, json=body, params=params, timeout=timeout)))
+        return dict(_check(await self._send(_start_call(workflow, input, run_id, wait))))
 
     async def get(self, run_id: str) -> dict[str, Any]:
         """The run: status, result or error."""
@@ -204,12 +300,7 @@ class AsyncClient:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """A page of runs, newest first."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if workflow:
-            params["workflow"] = workflow
-        if status:
-            params["status"] = status
-        return list(_check(await self._http.get("/api/runs", params=params))["runs"])
+        return list(_check(await self._send(_list_call(workflow, status, limit, offset)))["runs"])
 
     async def send_event(
         self,
@@ -221,18 +312,11 @@ class AsyncClient:
         step: str | None = None,
     ) -> dict[str, Any]:
         """Send an event to a run; applied once, even when the request is retried."""
-        body: dict[str, Any] = {
-            "type": type,
-            "data": data or {},
-            "client_event_id": client_event_id or uuid.uuid4().hex,
-        }
-        if step is not None:
-            body["step"] = step
-        url = f"/api/runs/{run_id}/events"
+        call = _event_call(run_id, type, data, client_event_id, step)
         try:
-            response = await self._http.post(url, json=body)
+            response = await self._send(call)
         except httpx.TransportError:
-            response = await self._http.post(url, json=body)  # same id: applied once
+            response = await self._send(call)  # same id: applied once
         return dict(_check(response))
 
     async def cancel(self, run_id: str) -> dict[str, Any]:
@@ -245,17 +329,10 @@ class AsyncClient:
 
     async def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The run once it has ended (or as it is after ``timeout`` seconds)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = _Waiting(run_id, timeout)
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            run = dict(
-                _check(
-                    await self._http.get(
-                        f"/api/runs/{run_id}", params={"wait": left}, timeout=left + 30
-                    )
-                )
-            )
-            if run["status"] in _TERMINAL or (deadline is not None and left <= 0):
+            run = dict(_check(await self._send(waiting.next_call())))
+            if waiting.done(run):
                 return run
 
     async def result(self, run_id: str, timeout: float | None = None) -> Any:
@@ -269,38 +346,29 @@ class AsyncClient:
     async def stream(self, run_id: str, *, after: int = 0) -> AsyncIterator[StreamEvent]:
         """The run's stream after position ``after``, ending with its terminal event;
         reconnects after a dropped connection without missing or repeating an event."""
-        last = after
-        failures = 0
+        following = _Following(run_id, after, self.max_reconnects)
         while True:
-            headers = {"last-event-id": str(last)} if last else {}
+            url, headers = following.connect()
             try:
-                async with self._http.stream(
-                    "GET", f"/api/runs/{run_id}/stream", headers=headers, timeout=None
-                ) as response:
+                async with self._http.stream("GET", url, headers=headers, timeout=None) as response:
                     if response.status_code >= 400:
                         await response.aread()
                         _check(response)
-                    parser = _SseParser()
                     async for line in response.aiter_lines():
-                        message = parser.feed(line)
-                        event = _to_event(message) if message else None
+                        event = following.event(line)
                         if event is None:
                             continue
-                        failures = 0
-                        if event.seq is not None:
-                            last = event.seq
                         yield event
                         if event.kind == "end":
                             return
             except httpx.TransportError:
                 pass
-            failures += 1
-            if failures > self.max_reconnects:
-                raise ConnectionError(
-                    f"Lost the stream of run {run_id} {failures} times in a row; last event "
-                    f"seen: {last}. Call stream(run_id, after={last}) to go on."
-                )
-            await asyncio.sleep(min(0.1 * 2**failures, 2.0))
+            await asyncio.sleep(following.lost())
+
+    async def _send(self, call: _Call) -> httpx.Response:
+        return await self._http.request(
+            call.method, call.url, params=call.params, json=call.body, timeout=call.timeout
+        )
 
 
 class Client:
@@ -346,13 +414,7 @@ class Client:
         wait: bool = False,
     ) -> dict[str, Any]:
         """Start a run (see :meth:`AsyncClient.start`)."""
-        body: dict[str, Any] = {"input": input or {}}
-        if run_id is not None:
-            body["run_id"] = run_id
-        params = {"wait": "true"} if wait else None
-        timeout = None if wait else self._http.timeout
-        url = f"/api/workflows/{workflow}/runs"
-        return dict(_check(self._http.post(url, json=body, params=params, timeout=timeout)))
+        return dict(_check(self._send(_start_call(workflow, input, run_id, wait))))
 
     def get(self, run_id: str) -> dict[str, Any]:
         """The run: status, result or error."""
@@ -367,12 +429,7 @@ class Client:
         offset: int = 0,
     ) -> list[dict[str, Any]]:
         """A page of runs, newest first."""
-        params: dict[str, Any] = {"limit": limit, "offset": offset}
-        if workflow:
-            params["workflow"] = workflow
-        if status:
-            params["status"] = status
-        return list(_check(self._http.get("/api/runs", params=params))["runs"])
+        return list(_check(self._send(_list_call(workflow, status, limit, offset)))["runs"])
 
     def send_event(
         self,
@@ -384,18 +441,11 @@ class Client:
         step: str | None = None,
     ) -> dict[str, Any]:
         """Send an event to a run; applied once, even when the request is retried."""
-        body: dict[str, Any] = {
-            "type": type,
-            "data": data or {},
-            "client_event_id": client_event_id or uuid.uuid4().hex,
-        }
-        if step is not None:
-            body["step"] = step
-        url = f"/api/runs/{run_id}/events"
+        call = _event_call(run_id, type, data, client_event_id, step)
         try:
-            response = self._http.post(url, json=body)
+            response = self._send(call)
         except httpx.TransportError:
-            response = self._http.post(url, json=body)
+            response = self._send(call)  # same id: applied once
         return dict(_check(response))
 
     def cancel(self, run_id: str) -> dict[str, Any]:
@@ -408,15 +458,10 @@ class Client:
 
     def wait(self, run_id: str, timeout: float | None = None) -> dict[str, Any]:
         """The run once it has ended (or as it is after ``timeout`` seconds)."""
-        deadline = None if timeout is None else time.monotonic() + timeout
+        waiting = _Waiting(run_id, timeout)
         while True:
-            left = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
-            run = dict(
-                _check(
-                    self._http.get(f"/api/runs/{run_id}", params={"wait": left}, timeout=left + 30)
-                )
-            )
-            if run["status"] in _TERMINAL or (deadline is not None and left <= 0):
+            run = dict(_check(self._send(waiting.next_call())))
+            if waiting.done(run):
                 return run
 
     def result(self, run_id: str, timeout: float | None = None) -> Any:
@@ -428,35 +473,26 @@ class Client:
 
     def stream(self, run_id: str, *, after: int = 0) -> Iterator[StreamEvent]:
         """The run's stream (see :meth:`AsyncClient.stream`)."""
-        last = after
-        failures = 0
+        following = _Following(run_id, after, self.max_reconnects)
         while True:
-            headers = {"last-event-id": str(last)} if last else {}
+            url, headers = following.connect()
             try:
-                with self._http.stream(
-                    "GET", f"/api/runs/{run_id}/stream", headers=headers, timeout=None
-                ) as response:
+                with self._http.stream("GET", url, headers=headers, timeout=None) as response:
                     if response.status_code >= 400:
                         response.read()
                         _check(response)
-                    parser = _SseParser()
                     for line in response.iter_lines():
-                        message = parser.feed(line)
-                        event = _to_event(message) if message else None
+                        event = following.event(line)
                         if event is None:
                             continue
-                        failures = 0
-                        if event.seq is not None:
-                            last = event.seq
                         yield event
                         if event.kind == "end":
                             return
             except httpx.TransportError:
                 pass
-            failures += 1
-            if failures > self.max_reconnects:
-                raise ConnectionError(
-                    f"Lost the stream of run {run_id} {failures} times in a row; last event "
-                    f"seen: {last}. Call stream(run_id, after={last}) to go on."
-                )
-            time.sleep(min(0.1 * 2**failures, 2.0))
+            time.sleep(following.lost())
+
+    def _send(self, call: _Call) -> httpx.Response:
+        return self._http.request(
+            call.method, call.url, params=call.params, json=call.body, timeout=call.timeout
+        )
