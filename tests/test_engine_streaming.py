@@ -14,6 +14,7 @@ from riverbed import (
     StopEvent,
     Workflow,
     WorkflowFailedEvent,
+    WorkflowRuntimeError,
     step,
 )
 
@@ -139,6 +140,41 @@ async def test_writing_to_the_stream_after_the_run_is_an_error() -> None:
     await handler
     with pytest.raises(ContextStateError, match="finished"):
         handler.ctx.write_event_to_stream(Tick(n=9))
+
+
+async def test_a_stream_written_many_times_refuses_writes_once_the_run_ended() -> None:
+    # The first write in a run sets up the per-token fast path; ending the run must
+    # switch it off, or later writes would land after the stop event.
+    handler = Ticker().run()
+    await handler
+    with pytest.raises(ContextStateError, match="finished"):
+        handler.ctx.write_event_to_stream(Tick(n=9))
+    events = [ev async for ev in handler.stream_events()]
+    assert type(events[-1]) is StopEvent
+
+
+async def test_a_reused_context_streams_to_its_new_run() -> None:
+    workflow = Ticker()
+    ctx = Context(workflow)
+    first = workflow.run(ctx=ctx)
+    await first
+    second = workflow.run(ctx=ctx)
+    events = [ev async for ev in second.stream_events()]
+    assert [ev.n for ev in events[:-1]] == [0, 1, 2, 3, 4]
+    # The first run's stream is closed and kept as it was.
+    assert len([ev async for ev in first.stream_events()]) == 6
+
+
+async def test_writing_something_that_is_not_an_event_names_the_fix() -> None:
+    class Flow(Workflow):
+        @step
+        async def work(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            ctx.write_event_to_stream(Tick(n=1))  # the fast path is on from here
+            ctx.write_event_to_stream({"n": 2})  # type: ignore[arg-type]
+            return StopEvent()
+
+    with pytest.raises(WorkflowRuntimeError, match="takes an Event, got dict"):
+        await Flow().run()
 
 
 async def test_the_handler_context_can_write_to_a_running_stream() -> None:

@@ -23,6 +23,7 @@ from riverbed.state import DictState, StateStore
 
 if TYPE_CHECKING:
     from riverbed._engine.run import Run
+    from riverbed._engine.stream import EventStream
     from riverbed.serialization import BaseSerializer
     from riverbed.workflow import Workflow
 
@@ -68,6 +69,12 @@ class Context(Generic[S]):
         self._run_strong: Run | None = None
         self._run_weak: weakref.ReferenceType[Run] | None = None
         self._last_run_id: str | None = None
+        #: write_event_to_stream's fast path, set by its first call in a run whose stream
+        #: needs no bookkeeping (no journal, no parent) and cleared when that run ends:
+        #: the stream's list, the stream, and the run's loop thread
+        self._fast_events: list[Event] | None = None
+        self._fast_stream: EventStream | None = None
+        self._fast_thread = 0
         #: work of a paused run to continue with (set by Context.from_dict)
         self._resume_work: Any = None
         if previous_context is not None:
@@ -120,6 +127,8 @@ class Context(Generic[S]):
 
     def _run_ended(self, run: Run, keep: bool) -> None:
         """Called by ``run`` when it ends: unless ``keep``, hold it weakly from now on."""
+        if self._fast_stream is run.stream:
+            self._fast_events = self._fast_stream = None
         if self._run_strong is run and not keep:
             self._run_strong = None
 
@@ -251,19 +260,36 @@ class Context(Generic[S]):
         ``ev`` to readers at once and never stores it: for tokens and progress that are
         worth showing live but not keeping. The HTTP server marks such events as live.
         """
+        events = self._fast_events
+        if events is not None and _get_ident() == self._fast_thread:
+            try:
+                asks = ev._asks_for_input  # type: ignore[union-attr]
+            except AttributeError:
+                asks = True  # None, or not an event: the general path below says which
+            if not asks:
+                # The common case, inlined: it runs per token. The run is not done (ending
+                # it clears _fast_events first), so its stream is open.
+                events.append(ev)  # type: ignore[arg-type]
+                stream = self._fast_stream
+                if stream._signal is not None:  # type: ignore[union-attr]
+                    stream._wake()  # type: ignore[union-attr]
+                return
         if ev is None:
             return
         run = self._run_strong  # set from the run's start to its end
         if run is None or run.done:
             run = self._running("write_event_to_stream()")  # raises the right error
+        if not isinstance(ev, Event):
+            raise WorkflowRuntimeError(
+                f"write_event_to_stream() takes an Event, got {type(ev).__name__}. "
+                "Wrap the value in an Event subclass (or Event(value=...))."
+            )
         if _get_ident() == run.thread_id:
-            if run.plain_stream and not getattr(ev, "_asks_for_input", False):
-                # The common case (no journal, no parent, no question), inlined: it runs
-                # per token. The run is not done, so its stream is open.
-                stream = run.stream
-                stream._events.append(ev)
-                if stream._signal is not None:
-                    stream._wake()
+            if run.plain_stream and not ev._asks_for_input:
+                self._fast_events = run.stream._events
+                self._fast_stream = run.stream
+                self._fast_thread = run.thread_id
+                run.stream.write(ev)
             else:
                 run.write_stream(ev, _attempt_of(run), not durable)
         else:
@@ -359,6 +385,7 @@ class Context(Generic[S]):
             )
         self._run_strong = run
         self._run_weak = weakref.ref(run)
+        self._fast_events = self._fast_stream = None
         self._last_run_id = run.run_id
 
 
