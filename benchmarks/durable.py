@@ -52,7 +52,7 @@ from report import OK, CaseResult, Rep, fmt, span
 from scenarios import CHAIN_STEPS, Job
 
 from riverbed.stores import _sqlite_writes as writes
-from riverbed.stores._sqlite_conn import _WriterThread
+from riverbed.stores._sqlite_writer import WriterThread
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import CommitRow, EventRow, ProducedRow
 from riverbed.stores.sqlite import SqliteStore
@@ -398,7 +398,7 @@ def hop_subject(steps: int, warm_steps: int) -> Subject:
 
     async def make(folder: Path, warm: bool) -> Prepared:
         n = warm_steps if warm else steps
-        writer = _WriterThread()  # what SqliteStore hands its writes to
+        writer = WriterThread()  # what SqliteStore hands its writes to
         done = [0]
 
         def noop() -> int:

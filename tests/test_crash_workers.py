@@ -2,7 +2,7 @@
 
 The crash workload's runs are submitted without running them; several worker processes
 (``tests/crash/worker_proc.py``) take them. A supervisor SIGKILLs a random worker every
-0.3-1.5 s and starts a new one, until every run has ended; then the invariants of research
+0.2-0.8 s and starts a new one, until every run has ended; then the invariants of research
 §5.1 are checked on the rows (the same checks as ``test_crash_sqlite.py``).
 """
 
@@ -70,7 +70,7 @@ async def test_workers_killed_at_random_lose_nothing(tmp_path: Path) -> None:
             assert time.monotonic() - started < MAX_SECONDS, (
                 f"{unfinished(db)} runs unfinished after {MAX_SECONDS} s, {len(killed)} kills"
             )
-            await asyncio.sleep(rng.uniform(0.3, 1.5))
+            await asyncio.sleep(rng.uniform(0.2, 0.8))
             victim = rng.randrange(WORKERS)
             workers[victim].send_signal(signal.SIGKILL)
             workers[victim].wait()

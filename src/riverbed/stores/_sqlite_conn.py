@@ -1,142 +1,34 @@
 """SQLite plumbing for :class:`~riverbed.stores.sqlite.SqliteStore`: threads, connections,
 migrations and error translation.
 
-One writer thread owns the only writing connection, so writes are serialized without
-lock-upgrade deadlocks and the event loop never blocks on disk. Readers use their own
+One writer thread (``_sqlite_writer``) owns the only writing connection, so writes are
+serialized without lock-upgrade deadlocks and the event loop never blocks on disk; writes
+that queue up together share one transaction (group commit). Readers use their own
 connections on a small thread pool; WAL mode lets them read while the writer writes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
-import contextlib
 import functools
 import os
-import queue
 import sqlite3
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from riverbed.errors import StoreCorruptError, StoreError, StoreLockedError, StoreSchemaError
+from riverbed.stores._sqlite_writer import Job, WriterThread, closed_error, run_group
 
 __all__ = ["SqliteConnections", "load_migrations", "split_statements", "translate_error"]
 
 T = TypeVar("T")
 
 _READER_THREADS = 4
-
-
-class _Job:
-    __slots__ = ("fn", "future", "loop")
-
-    def __init__(
-        self, fn: Callable[[], Any], loop: asyncio.AbstractEventLoop, future: asyncio.Future[Any]
-    ) -> None:
-        self.fn = fn
-        self.loop = loop
-        self.future = future
-
-
-class _WriterThread:
-    """One thread running writes one at a time, in the order they were submitted.
-
-    Every durable step waits for one write, so the hand-off is on every step's path: a
-    write is a queue put, its result one ``call_soon_threadsafe`` straight into an asyncio
-    future. ``ThreadPoolExecutor`` + ``wrap_future`` did the same through a
-    ``concurrent.futures.Future``, its lock and condition, and two chained callbacks, which
-    kept the GIL busier while the writer needed it (about 8% of a durable step here).
-    """
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._stopped = False
-        self._thread = threading.Thread(
-            target=self._serve, name="riverbed-sqlite-writer", daemon=True
-        )
-        self._thread.start()
-        _LIVE_WRITERS.add(self)
-
-    def submit(self, fn: Callable[[], T]) -> asyncio.Future[T]:
-        """Run ``fn()`` on the writer thread; the future is the running loop's."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Job(fn, loop, future))
-        if self._stopped:
-            self._refuse_queued()
-        return future
-
-    def stop(self) -> None:
-        """Let the thread finish what was handed over, then end; waits for it."""
-        _LIVE_WRITERS.discard(self)
-        self._queue.put(None)
-        if threading.current_thread() is not self._thread:
-            self._thread.join()
-
-    def _serve(self) -> None:
-        get = self._queue.get
-        while True:
-            job = get()
-            if job is None:
-                break
-            # Cancelled before it started: skipped, as a queued executor task would be. (The
-            # flag is read off the loop's thread; a cancel that races with this line makes
-            # the write run with its outcome unknown to the caller, which the write()
-            # docstring allows.)
-            if not job.future.cancelled():
-                self._run(job)
-            del job
-        self._stopped = True
-        self._refuse_queued()
-
-    @staticmethod
-    def _run(job: _Job) -> None:
-        try:
-            result = job.fn()
-        except BaseException as exc:  # handed to the awaiting task
-            _reply(job, None, exc)
-        else:
-            _reply(job, result, None)
-
-    def _refuse_queued(self) -> None:
-        while True:
-            try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                return
-            if job is not None:
-                _reply(job, None, _closed())
-
-
-def _reply(job: _Job, result: Any, error: BaseException | None) -> None:
-    with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
-        job.loop.call_soon_threadsafe(_settle, job.future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.cancelled():
-        return
-    if error is None:
-        future.set_result(result)
-    else:
-        future.set_exception(error)
-
-
-_LIVE_WRITERS: weakref.WeakSet[_WriterThread] = weakref.WeakSet()
-
-
-@atexit.register
-def _stop_writers() -> None:
-    # A store left open at exit still finishes the writes it was given (the writer is a
-    # daemon thread so that an open store cannot keep the process alive).
-    for writer in list(_LIVE_WRITERS):
-        writer.stop()
 
 
 def load_migrations() -> list[tuple[int, str, str]]:
@@ -218,7 +110,7 @@ class SqliteConnections:
         self.path = path
         self.synchronous = synchronous
         self.busy_timeout = busy_timeout
-        self._writer: _WriterThread | None = None
+        self._writer: WriterThread | None = None
         self._readers: ThreadPoolExecutor | None = None
         self._write_conn: sqlite3.Connection | None = None
         self._local = threading.local()
@@ -232,7 +124,7 @@ class SqliteConnections:
     async def open(self) -> None:
         """Check the path, connect the writer, set the pragmas and migrate."""
         _check_path(self.path)
-        self._writer = _WriterThread()
+        self._writer = WriterThread(self._run_group)
         self._readers = ThreadPoolExecutor(_READER_THREADS, "riverbed-sqlite-reader")
         try:
             await self._on_writer(self._open_writer, "opening the database")
@@ -255,26 +147,30 @@ class SqliteConnections:
             await asyncio.to_thread(writer.stop)
 
     async def write(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
-        """Run ``fn`` in one ``BEGIN IMMEDIATE`` transaction on the writer thread.
+        """Run ``fn`` in a ``BEGIN IMMEDIATE`` transaction on the writer thread.
 
-        Any exception rolls the whole transaction back, so a failed write leaves nothing.
-        If the awaiting task is cancelled once the transaction has started, it still
-        finishes; like a commit over a dropped connection, its outcome is then unknown to
-        the caller, which the claim-token fencing makes safe.
+        Writes queued while the writer is busy share one transaction, each in its own
+        savepoint (``_sqlite_writer``): this returns once that transaction committed. Any
+        exception from ``fn`` rolls back everything ``fn`` did and nothing else. If the
+        awaiting task is cancelled once the write has started, it still finishes; like a
+        commit over a dropped connection, its outcome is then unknown to the caller, which
+        the claim-token fencing makes safe.
         """
-        return await self._on_writer(lambda: self._transaction(fn), doing)
+        if self._writer is None:
+            raise closed_error()
+        return await self._writer.submit_transaction(fn, doing)
 
     async def read(self, fn: Callable[[sqlite3.Connection], T], doing: str) -> T:
         """Run ``fn`` in one read transaction (a consistent snapshot) on a reader thread."""
         if self._readers is None:
-            raise _closed()
+            raise closed_error()
         return await asyncio.wrap_future(self._readers.submit(self._read_in_thread, fn, doing))
 
     # -- on the writer thread --------------------------------------------------------
 
     async def _on_writer(self, fn: Callable[[], T], doing: str) -> T:
         if self._writer is None:
-            raise _closed()
+            raise closed_error()
         return await self._writer.submit(functools.partial(self._translated, fn, doing))
 
     def _translated(self, fn: Callable[[], T], doing: str) -> T:
@@ -283,20 +179,15 @@ class SqliteConnections:
         except sqlite3.Error as exc:
             raise translate_error(exc, self.path, doing, self.busy_timeout) from exc
 
-    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn = self._write_conn
-        if conn is None:
-            raise _closed()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            # SQLite rolls back by itself after some errors (e.g. a full disk).
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        return result
+    def _run_group(self, jobs: list[Job]) -> None:
+        run_group(self._write_conn, jobs, self._translate)
+
+    def _translate(self, exc: BaseException, doing: str) -> BaseException:
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        error = translate_error(exc, self.path, doing, self.busy_timeout)
+        error.__cause__ = exc
+        return error
 
     def _open_writer(self) -> None:
         conn = self._connect()
@@ -422,7 +313,3 @@ def _check_version(conn: sqlite3.Connection, path: Path, current: int, newest: i
             f"{sorted(tables)[:5]} and schema version {current}). riverbed did not modify it; "
             "point riverbed at a new file."
         )
-
-
-def _closed() -> StoreError:
-    return StoreError("The SQLite store is closed. Call `await store.open()` or use `async with`.")
