@@ -454,10 +454,15 @@ def make_cases(sz: Sizes) -> list[Case]:
     for k in sz.s2_events:
         p = {"events": k, "workers": sz.s2_workers}
         warm = {"events": sz.s2_warm, "workers": sz.s2_workers}
+        # The bare baseline does as many transactions as S2 commits steps (2K + 1), so
+        # the paired ratio is the durable per-step cost over the bare transaction.
+        commits, warm_commits = 2 * k + 1, 2 * sz.s2_warm + 1
         cases.append(Case(f"S2 K={k}", "us/event", k, sz.s2_warm, [
-            engine_subject(f"S2 {store_label(s)}", f"S2 K={k:,} w={sz.s2_workers}, "
-                           f"{store_label(s)}", s, "s2_fan_out", p, warm, s2_expect)
-            for s in (None, *SYNCS, *pg_stores())
+            *(engine_subject(f"S2 {store_label(s)}", f"S2 K={k:,} w={sz.s2_workers}, "
+                             f"{store_label(s)}", s, "s2_fan_out", p, warm, s2_expect)
+              for s in (None, *SYNCS, *pg_stores())),
+            *(step_subject(f"bare {s}", f"bare transaction x {commits:,}, {s}", s, "bare",
+                           commits, warm_commits) for s in SYNCS),
         ]))
     layers: list[Subject] = []
     n, warm_n = sz.layer_steps, sz.layer_warm
@@ -640,13 +645,18 @@ def layer_name(kind: str, sync: str) -> str:
     return f"{kind} {store_label(sync)}" if kind == "loop" else f"{kind} {sync}"
 
 
-def bare_ratio_table(s1: CaseResult | None, layers: CaseResult | None) -> list[str]:
+def bare_ratio_table(s1: CaseResult | None, layers: CaseResult | None,
+                     s2: Sequence[CaseResult] = ()) -> list[str]:
     """The headline: durable per-step cost / bare transaction, NORMAL and FULL."""
     lines = ["| durable per-step cost / bare transaction | NORMAL | FULL |", "|---|---|---|"]
     if s1 is not None:
         cells = [_ratio(s1.paired(f"S1 SQLite {sync}", f"bare {sync}")) for sync in SYNCS]
         lines.append(f"| S1 chain: {s1.units // CHAIN_STEPS:,} runs of 10 steps | "
                      f"{' | '.join(cells)} |")
+    for result in s2:
+        cells = [_ratio(result.paired(f"S2 SQLite {sync}", f"bare {sync}")) for sync in SYNCS]
+        lines.append(f"| S2 fan-out/fan-in, {result.key[3:]} ({2 * result.units + 1:,} step "
+                     f"commits, 4 workers) | {' | '.join(cells)} |")
     if layers is not None:
         cells = [_ratio(layers.paired(layer_name("loop", sync), f"bare {sync}")) for sync in SYNCS]
         lines.append(f"| one run of {layers.units:,} steps | {' | '.join(cells)} |")
@@ -705,6 +715,12 @@ def check_targets(cases: dict[str, Case], growth: dict[str, list[float]],
         pair = (f"S1 SQLite {sync}", f"bare {sync}")
         add(f"S1 durable per-step cost / bare transaction, {sync}", pair, s1,
             s1.paired(*pair) if s1 else [], BARE_LIMIT, "x")
+    for key, case in cases.items():
+        if key.startswith("S2 ") and case.result is not None:
+            for sync in SYNCS:
+                pair = (f"S2 SQLite {sync}", f"bare {sync}")
+                add(f"{key} durable per-step cost / bare transaction, {sync}", pair,
+                    case.result, case.result.paired(*pair), BARE_LIMIT, "x")
     g = cases["growth"].result if "growth" in cases else None
     w = sz.growth_window
     add(f"history growth, SQLite NORMAL: us/step of the last {w} / first {w} steps of one "
@@ -819,9 +835,10 @@ def main(argv: Sequence[str]) -> int:
     by_key = {c.key: c for c in cases}
     s1 = by_key["S1"].result if "S1" in by_key else None
     layers = by_key["layers"].result if "layers" in by_key else None
-    if s1 is not None or layers is not None:
+    s2 = [c.result for k, c in by_key.items() if k.startswith("S2 ") and c.result is not None]
+    if s1 is not None or layers is not None or s2:
         bench.emit(["Durable per-step cost / bare transaction (paired per repetition, "
-                    "median [min-max]):", "", *bare_ratio_table(s1, layers), ""])
+                    "median [min-max]):", "", *bare_ratio_table(s1, layers, s2), ""])
     if layers is not None:
         bench.emit(["Where a durable step's time goes (layer by layer, us/step; x bare paired "
                     "per repetition):", "", *layer_table(layers, s1), "",

@@ -313,6 +313,11 @@ class Run:
             if rt.pending:
                 await self._execute(rt, rt.pending.popleft(), task)
                 if rt.pending:
+                    # This worker goes on with rt, so one worker reserved for rt's new
+                    # work (a step that receives its own events) is not needed.
+                    with contextlib.suppress(ValueError):
+                        self._ready.remove(rt)
+                        rt.active -= 1
                     self._spawn_ready()
                     continue
             # Nothing left for this step: give the slot back and, rather than ending the
