@@ -357,10 +357,45 @@ def test_sigkill_at_random_points_breaks_no_promise(
     assert supervised.kills >= MIN_KILLS
 
 
+def _rows(db: Path) -> tuple[list[tuple[str]], tuple[str, int] | None, int, int, int]:
+    """(run statuses, the begin delivery's (status, attempts), commits, events, links)."""
+    conn = sqlite3.connect(db)
+    try:
+        status = conn.execute("SELECT status FROM runs").fetchall()
+        begin = conn.execute(
+            "SELECT status, attempts FROM deliveries WHERE step = 'begin'"
+        ).fetchone()
+        commits = conn.execute("SELECT count(*) FROM commits").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+        links = conn.execute("SELECT count(*) FROM deliveries WHERE step = 'link'").fetchone()[0]
+    finally:
+        conn.close()
+    return status, begin, commits, events, links
+
+
+def _finish_cleanly_and_count_begin_attempts(db: Path) -> int:
+    clean = {k: v for k, v in os.environ.items() if k != "RIVERBED_CRASHPOINTS"}
+    assert run_child(db, 1, clean, timeout=CHILD_TIMEOUT).returncode == 0
+    found = check_invariants(db, 1)
+    assert found.violations == []
+    conn = sqlite3.connect(db)
+    try:
+        return int(
+            conn.execute("SELECT attempts FROM deliveries WHERE step = 'begin'").fetchone()[0]
+        )
+    finally:
+        conn.close()
+
+
+def _die_at(db: Path, point: str) -> None:
+    env = {**os.environ, **crashpoints_env(**{point: 1.0})}
+    child = run_child(db, 1, env, timeout=CHILD_TIMEOUT)
+    assert child.returncode == -signal.SIGKILL, child.stderr
+
+
 @pytest.mark.parametrize(
     ("point", "begin_after_crash", "commits_after_crash"),
     [
-        pytest.param("before_claim", ("pending", 0), 0, id="before_claim"),
         pytest.param("after_claim", ("running", 1), 0, id="after_claim"),
         pytest.param("before_commit", ("running", 1), 0, id="before_commit"),
         # everything the commit wrote is rolled back
@@ -373,38 +408,32 @@ def test_each_crash_point_leaves_the_rows_it_promises(
 ) -> None:
     """Die at the first pass of one point (probability 1), check the rows, then resume."""
     db = tmp_path / "point.db"
-    env = {**os.environ, **crashpoints_env(**{point: 1.0})}
-    child = run_child(db, 1, env, timeout=CHILD_TIMEOUT)
-    assert child.returncode == -signal.SIGKILL, child.stderr
-    conn = sqlite3.connect(db)
-    try:
-        status = conn.execute("SELECT status FROM runs").fetchall()
-        begin = conn.execute(
-            "SELECT status, attempts FROM deliveries WHERE step = 'begin'"
-        ).fetchone()
-        commits = conn.execute("SELECT count(*) FROM commits").fetchone()[0]
-        events = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-        links = conn.execute("SELECT count(*) FROM deliveries WHERE step = 'link'").fetchone()[0]
-    finally:
-        conn.close()
+    _die_at(db, point)
+    status, begin, commits, events, links = _rows(db)
     assert status == [("running",)]
+    # The start event's delivery was claimed with the run (create_run): attempt 1.
     assert begin == begin_after_crash
     assert commits == commits_after_crash
     # the begin step's Link exists (with its delivery) exactly when its commit does
     assert (events, links) == ((2, 1) if commits_after_crash else (1, 0))
-    clean = {k: v for k, v in os.environ.items() if k != "RIVERBED_CRASHPOINTS"}
-    assert run_child(db, 1, clean, timeout=CHILD_TIMEOUT).returncode == 0
-    found = check_invariants(db, 1)
-    assert found.violations == []
-    conn = sqlite3.connect(db)
-    try:
-        attempts = conn.execute("SELECT attempts FROM deliveries WHERE step = 'begin'").fetchone()[
-            0
-        ]
-    finally:
-        conn.close()
     # the attempt that died without committing counts; the one after it commits
-    assert attempts == begin_after_crash[1] + (0 if commits_after_crash else 1)
+    assert _finish_cleanly_and_count_begin_attempts(db) == begin_after_crash[1] + (
+        0 if commits_after_crash else 1
+    )
+
+
+def test_dying_before_a_claim_leaves_the_rows_as_they_were(tmp_path: Path) -> None:
+    """``before_claim`` on both kinds of claim: the first step's, made with the run by
+    create_run (dying there leaves no run at all), and a fresh claim when a resumed run
+    runs an attempt again (dying there leaves the delivery as the dead attempt left it)."""
+    db = tmp_path / "claim.db"
+    _die_at(db, "before_claim")
+    assert _rows(db) == ([], None, 0, 0, 0)
+    _die_at(db, "after_claim")  # the run is created and its first attempt dies
+    assert _rows(db)[1] == ("running", 1)
+    _die_at(db, "before_claim")  # resumed; dies before claiming the attempt again
+    assert _rows(db) == ([("running",)], ("running", 1), 0, 1, 0)
+    assert _finish_cleanly_and_count_begin_attempts(db) == 2
 
 
 async def test_a_dead_process_run_is_neither_restarted_nor_stalled(tmp_path: Path) -> None:

@@ -289,6 +289,24 @@ async def test_claim_counts_attempts_durably(store: AnyStore) -> None:
     assert (delivery.status, delivery.attempts) == ("running", 2)
 
 
+async def test_create_run_can_claim_the_start_deliveries(store: AnyStore, clock: WallClock) -> None:
+    record = RunRecord("r1", "wf", RunStatus.RUNNING, 1.0)
+    await store.create_run(
+        record, ev(1, "t.Start", "{}"), ("a", "b"), "{}", "t.State", ME, None, ("ta", "tb")
+    )
+    snap = await store.acquire_run("r1", ME)
+    rows = {d.step: d for d in snap.deliveries}
+    # claimed as a commit claims what it produces: running, attempt 1, leased
+    assert [(rows[s].status, rows[s].attempts) for s in "ab"] == [("running", 1)] * 2
+    assert all(rows[s].visible_at > clock.now for s in "ab")
+    # a second claim is attempt 2; the create_run token is then stale
+    assert await store.claim("r1", 1, "b", "tb2", 30) == 2
+    with pytest.raises(FencedError):
+        await store.commit("r1", CommitRow(1, "b", 1, "tb", next_seq=2))
+    # the token create_run was given is the claim: its attempt commits
+    assert await store.commit("r1", CommitRow(1, "a", 1, "ta", next_seq=2)) == 1
+
+
 async def test_claim_is_fenced_for_done_missing_or_finished(store: AnyStore) -> None:
     await new_run(store, targets=("start", "other"))
     await store.claim("r1", 1, "start", "t1", 30)

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from riverbed import (
+    ConstantDelayRetryPolicy,
     Context,
     Event,
     RunStatus,
@@ -27,8 +28,12 @@ class Half(Event):
 
 
 class Halving(Workflow):
-    @step
+    # The first attempt fails and is retried: the retry claims its delivery on its own
+    # (first attempts are claimed by the transaction before them).
+    @step(retry_policy=ConstantDelayRetryPolicy(maximum_attempts=3, delay=0))
     async def first(self, ctx: Context, ev: StartEvent) -> Half:
+        if ctx.attempt == 1:
+            raise RuntimeError("flaky")
         await ctx.store.set("seen", ev.n)
         return Half(n=ev.n // 2)
 
@@ -39,7 +44,7 @@ class Halving(Workflow):
 
 @pytest.mark.parametrize(
     ("operation", "failing_call"),
-    [("commit", 2), ("claim", 1)],  # the second step's commit; the first step's claim
+    [("commit", 2), ("claim", 1)],  # the second step's commit; the first step's retry claim
 )
 async def test_a_store_failure_stops_the_run_here_and_it_resumes_later(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, operation: str, failing_call: int

@@ -102,14 +102,24 @@ class DurableRun(Run):
         record.workflow_version = self.workflow.workflow_version
         key, payload = self.codec.dump(start_event)
         state = self.ctx._state_store._state
+        targets = self._target_names(start_event, None)
+        # The start event's deliveries are claimed for this process in the same
+        # transaction (as a step commit claims what it produces): the first step needs
+        # no claim transaction. Dying here is dying before that claim.
+        claims = tuple(os.urandom(16).hex() for _ in targets)
+        crashpoints.hit("before_claim")
         await self.durable_store.create_run(
             record,
             EventRow(seq, key, payload),
-            self._target_names(start_event, None),
+            targets,
             self.codec.dump_state(state),
             type_key(type(state)),
             owner_id(),
             time.time() + self.timeout if self.timeout is not None else None,
+            claims,
+        )
+        self._preclaimed.update(
+            ((seq, name), (token, 1)) for name, token in zip(targets, claims, strict=True)
         )
         self._owns_row = True
         self._start_heartbeat()

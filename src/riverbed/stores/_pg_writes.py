@@ -105,6 +105,8 @@ async def create_run(
     owner: str,
     deadline: float | None,
     now: float,
+    claims: tuple[str, ...] = (),
+    lease_until: float = 0.0,
 ) -> None:
     inserted = await conn.execute(
         "INSERT INTO runs (run_id, workflow, status, state, state_type, next_seq, owner,"
@@ -134,7 +136,9 @@ async def create_run(
             "resume the existing run instead of starting it again."
         )
     await _insert_events(conn, record.run_id, [start], now)
-    await _insert_deliveries(conn, record.run_id, [(start.seq, t, 0, "") for t in targets], now)
+    tokens = claims or ("",) * len(targets)
+    rows = [(start.seq, t, 0, tok) for t, tok in zip(targets, tokens, strict=True)]
+    await _insert_deliveries(conn, record.run_id, rows, now, lease_until)
 
 
 async def create_run_replay(

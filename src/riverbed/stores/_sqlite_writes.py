@@ -79,6 +79,8 @@ def create_run(
     owner: str,
     deadline: float | None,
     now: float,
+    claims: tuple[str, ...] = (),
+    lease_until: float = 0.0,
 ) -> None:
     inserted = conn.execute(
         "INSERT INTO runs (run_id, workflow, status, state, state_type, next_seq, owner,"
@@ -111,7 +113,7 @@ def create_run(
             "resume the existing run instead of starting it again."
         )
     _insert_event(conn, record.run_id, start, now)
-    _insert_deliveries(conn, record.run_id, start.seq, targets, 0, now)
+    _insert_deliveries(conn, record.run_id, start.seq, targets, 0, now, claims, lease_until)
 
 
 def submit_event(

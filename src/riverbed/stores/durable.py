@@ -218,9 +218,15 @@ class DurableStore(Protocol):
         state_type: str,
         owner: str,
         deadline: float | None,
+        claims: tuple[str, ...] = (),
     ) -> None:
         """Insert a new run, its start event and the start event's deliveries.
-        Raises ``RunExistsError`` if the id is taken."""
+        Raises ``RunExistsError`` if the id is taken.
+
+        ``claims`` (one token per target, or empty) claims the deliveries for ``owner``
+        in the same transaction, as a commit claims the deliveries it produces: running,
+        attempt 1, leased for the store's ``lease_seconds``. The creating process then
+        starts the first step without a claim transaction of its own."""
         ...
 
     async def submit_event(

@@ -159,8 +159,10 @@ class PostgresStore:
         state_type: str,
         owner: str,
         deadline: float | None,
+        claims: tuple[str, ...] = (),
     ) -> None:
-        """Insert a run owned by ``owner``, its start event and the event's deliveries."""
+        """Insert a run owned by ``owner``, its start event and the event's deliveries
+        (claimed for ``owner`` when ``claims`` has their tokens)."""
         now = self._now()
 
         async def replay(conn: PgConn) -> None:
@@ -173,7 +175,17 @@ class PostgresStore:
             await self._tx(
                 f"creating run {record.run_id!r}",
                 lambda c: writes.create_run(
-                    c, record, start, targets, state, state_type, owner, deadline, now
+                    c,
+                    record,
+                    start,
+                    targets,
+                    state,
+                    state_type,
+                    owner,
+                    deadline,
+                    now,
+                    claims,
+                    now + self.lease_seconds,
                 ),
                 replay,
                 run_id=record.run_id,

@@ -141,8 +141,11 @@ class SqliteStore:
         state_type: str,
         owner: str,
         deadline: float | None,
+        claims: tuple[str, ...] = (),
     ) -> None:
-        """Insert a run owned by ``owner``, its start event and the event's deliveries."""
+        """Insert a run owned by ``owner``, its start event and the event's deliveries
+        (claimed for ``owner`` when ``claims`` has their tokens)."""
+        now = self._now()
         await self._write(
             f"creating run {record.run_id!r}",
             writes.create_run,
@@ -153,7 +156,9 @@ class SqliteStore:
             state_type,
             owner,
             deadline,
-            self._now(),
+            now,
+            claims,
+            now + self.lease_seconds,
         )
 
     async def submit_event(
