@@ -313,9 +313,9 @@ class Run:
             if rt.pending:
                 await self._execute(rt, rt.pending.popleft(), task)
                 if rt.pending:
-                    # This worker goes on with rt, so one worker reserved for rt's new
-                    # work (a step that receives its own events) is not needed.
-                    with contextlib.suppress(ValueError):
+                    # This worker goes on with rt's one pending delivery, so a worker
+                    # reserved for it (a step that receives its own event) is not needed.
+                    if self._ready and len(rt.pending) == 1 and rt in self._ready:
                         self._ready.remove(rt)
                         rt.active -= 1
                     self._spawn_ready()
