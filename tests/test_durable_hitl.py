@@ -177,6 +177,54 @@ async def test_event_pair_answered_from_another_process(tmp_path: Path) -> None:
     assert rows(db, "SELECT status FROM runs") == [("completed",)]
 
 
+async def test_a_question_streamed_before_a_wait_reaches_readers_once(tmp_path: Path) -> None:
+    """``write_event_to_stream(InputRequiredEvent(...))`` then ``wait_for_event``: what the
+    step streamed before the wait commits with the waiter, so the asker's process sees it
+    (it used to wait for the step's end: a hang), and a re-run of the step after a restart
+    does not stream it twice."""
+    db = tmp_path / "stream-wait.db"
+    run_id = "stream-1"
+    first = child("start-stream-wait", str(db), run_id)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip() == "WAITING"
+    types = "SELECT type_key FROM stream WHERE run_id = ? ORDER BY seq"
+    asked = [("tests.crash.hitl.Progress",), ("riverbed.events.InputRequiredEvent",)]
+    assert rows(db, types, run_id) == asked
+
+    # Another process answers; the step runs again from the top there and waits under the
+    # same waiter id, which has the answer: its copy of the events before the wait is
+    # dropped, and what it streams after the wait commits with it.
+    wf = hitl.StreamWaitFlow(store=hitl.url(db))
+    handler = await wf.send_event(run_id, HumanResponseEvent(response="a delta"))
+    assert await handler == "rivers: a delta"
+    streamed = [type(ev).__name__ async for ev in handler.stream_events()]
+    await wf.store.close()
+    assert streamed == ["Progress", "InputRequiredEvent", "Progress", "StopEvent"]
+    assert rows(db, types, run_id) == [*asked, ("tests.crash.hitl.Progress",)]
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_question_streamed_before_a_wait_is_answered_in_one_process(
+    tmp_path: Path,
+) -> None:
+    wf = hitl.StreamWaitFlow(store=hitl.url(tmp_path / "one.db"))
+    handler = wf.run(run_id="one", start_event=hitl.Ask(topic="rivers"))
+    seen = []
+    async for ev in handler.stream_events():
+        seen.append(type(ev).__name__)
+        if isinstance(ev, InputRequiredEvent):
+            await handler.send_event(HumanResponseEvent(response="upstream"))
+    assert await handler == "rivers: upstream"
+    assert seen == ["Progress", "InputRequiredEvent", "Progress", "StopEvent"]
+    stored = await wf.store.read_stream("one", 0, 100)
+    assert [row.type_key.rsplit(".", 1)[1] for row in stored] == [
+        "Progress",
+        "InputRequiredEvent",
+        "Progress",
+    ]
+    await wf.store.close()
+
+
 async def test_wait_for_event_across_restarts(
     tmp_path: Path, held: list[subprocess.Popen[str]]
 ) -> None:

@@ -617,12 +617,17 @@ async def test_submit_event_to_a_finished_run(store: AnyStore) -> None:
 async def test_waiters_register_once_and_get_resolved(store: AnyStore) -> None:
     await new_run(store)
     waiter = WaiterRow("w-1", "start", "t.Answer", '{"user": "a"}', timeout_at=55.5)
-    assert await store.register_waiter("r1", waiter, ("t.Ask", "{}")) == replace(waiter, new=True)
+    # what the step streamed before waiting, then its question: streamed with the waiter
+    announce = [("t.Progress", "{}"), ("t.Ask", "{}")]
+    assert await store.register_waiter("r1", waiter, announce) == replace(waiter, new=True)
     # idempotent: a re-executed step registering the same id gets the stored row, and its
-    # question is not streamed twice
+    # events are not streamed twice
     again = WaiterRow("w-1", "start", "t.Other", "{}")
-    assert await store.register_waiter("r1", again, ("t.Ask", "{}")) == waiter
-    assert [(r.seq, r.type_key) for r in await store.read_stream("r1")] == [(1, "t.Ask")]
+    assert await store.register_waiter("r1", again, announce) == waiter
+    assert [(r.seq, r.type_key) for r in await store.read_stream("r1")] == [
+        (1, "t.Progress"),
+        (2, "t.Ask"),
+    ]
 
     answer = ev(2, "t.Answer", '{"user": "a"}')
     await store.submit_event("r1", answer, ("start",), ("w-1", "w-unknown"))
@@ -833,7 +838,7 @@ async def test_delete_runs_deletes_ended_runs_with_all_their_rows(
     await new_run(store, "old")
     await store.claim("old", 1, "start", "t", 30)
     await store.fail_attempt("old", 1, "start", "t", '"x"', 1.0, 1)
-    await store.register_waiter("old", WaiterRow("w", "start", "t.A", "{}"), ("t.Q", "{}"))
+    await store.register_waiter("old", WaiterRow("w", "start", "t.A", "{}"), [("t.Q", "{}")])
     await store.put_memo("old", "inv", "m", "1")
     await store.claim("old", 1, "start", "t2", 30)
     done = CommitRow(1, "start", 2, "t2", produced=(ProducedRow(ev(2), ("x",)),), next_seq=3)

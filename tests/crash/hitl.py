@@ -11,6 +11,7 @@ Run from the project root as ``python -m tests.crash.hitl MODE DBPATH RUN_ID [AR
 - ``start-pair-live`` starts a :class:`PairFlow` run, prints ``WAITING`` once it asks, keeps
   the run (and its process) alive until the answer comes through the store, and prints the
   result;
+- ``start-stream-wait`` starts a :class:`StreamWaitFlow` run and exits once it asks;
 - ``answer`` sends ``HumanResponseEvent(response=ARG)`` with ``client_event_id="answer-1"``
   to a :class:`WaitFlow` run, then waits for the result and prints it.
 
@@ -26,6 +27,7 @@ import sys
 
 from riverbed import (
     Context,
+    Event,
     HumanResponseEvent,
     InputRequiredEvent,
     StartEvent,
@@ -84,6 +86,23 @@ class WaitFlow(Workflow):
         return StopEvent(result=f"{ev.topic}: {answer.response}")
 
 
+class Progress(Event):
+    note: str
+
+
+class StreamWaitFlow(Workflow):
+    """The question is streamed by hand before a plain ``wait_for_event`` (the pattern of
+    LlamaIndex's older human-in-the-loop examples)."""
+
+    @step
+    async def ask(self, ctx: Context, ev: Ask) -> StopEvent:
+        ctx.write_event_to_stream(Progress(note="thinking"))
+        ctx.write_event_to_stream(InputRequiredEvent(prefix=f"What about {ev.topic}?"))
+        answer = await ctx.wait_for_event(HumanResponseEvent, timeout=None)
+        ctx.write_event_to_stream(Progress(note="thanks"))
+        return StopEvent(result=f"{ev.topic}: {answer.response}")
+
+
 def url(db_path: str) -> str:
     return f"sqlite:///{db_path}"
 
@@ -115,6 +134,10 @@ async def main(mode: str, db_path: str, run_id: str, *args: str) -> int:
         print(await handler, flush=True)
         await pair.store.close()
         return 0
+    if mode == "start-stream-wait":
+        flow = StreamWaitFlow(store=url(db_path))
+        await until_asked(flow.run(run_id=run_id, start_event=Ask(topic="rivers")))
+        return await hold_or_exit(flow, "exit")
     if mode == "start-pair":
         pair = PairFlow(store=url(db_path))
         await until_asked(pair.run(run_id=run_id, start_event=Ask(topic="rivers")))

@@ -78,6 +78,7 @@ class Attempt:
         "timed_out",
         "token",
         "wait_index",
+        "waited",
     )
 
     def __init__(self, run: Run, rt: StepRuntime, delivery: Delivery) -> None:
@@ -87,6 +88,8 @@ class Attempt:
         self.task: asyncio.Task[Any] | None = None
         self.timed_out = False
         self.wait_index = 0
+        #: durable runs: ids of the waiters this attempt registered
+        self.waited: set[str] | None = None
         self.produced: list[tuple[int, Event]] = []
         self.stream: list[Event] = []
         self.children: list[Run] | None = None

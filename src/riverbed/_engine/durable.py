@@ -422,6 +422,14 @@ class DurableRun(Run):
             # keeping them alive as long as the watch goes on.
             self.loop.call_soon(self._watch_outside, context=contextvars.Context())
 
+    def _publish_committed(self, event: Event) -> None:
+        """Show readers a stream event that is in the store (not live)."""
+        super().write_stream(event, None)
+        if isinstance(event, InputRequiredEvent):
+            # A question streamed before a wait: as for a wait_for_event question, the
+            # answer may come through another process.
+            self.loop.call_soon(self._watch_outside, context=contextvars.Context())
+
     def _target_names(self, event: Event, target: StepRuntime | None) -> tuple[str, ...]:
         if target is not None:
             return (target.spec.name,)
@@ -683,6 +691,25 @@ class DurableRun(Run):
     ) -> tuple[Event | None, float | None, Event | None]:
         from riverbed.stores.durable import WaiterRow
 
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is not None and attempt.run is not self:
+            attempt = None
+        # What the step streamed before this wait (a question written with
+        # write_event_to_stream, progress) must reach readers now, not when the step ends:
+        # the answer may depend on it. It commits with the waiter, so when a re-run of the
+        # step (after a restart or a retry) registers the same waiter again, the first
+        # attempt already streamed it and the re-run's copy is dropped. A waiter id this
+        # same attempt registered before is waited on again: its events stay with the step.
+        early: list[Event] = []
+        if (
+            attempt is not None
+            and attempt.stream
+            and (attempt.waited is None or waiter_id not in attempt.waited)
+        ):
+            early = list(attempt.stream)
+        announced = [self.codec.dump(event) for event in early]
+        if announce is not None:
+            announced.append(self.codec.dump(announce))
         row = await self.durable_store.register_waiter(
             self.run_id,
             WaiterRow(
@@ -692,11 +719,19 @@ class DurableRun(Run):
                 json.dumps(requirements or {}),
                 timeout_at=None if timeout is None else time.time() + timeout,
             ),
-            None if announce is None else self.codec.dump(announce),
+            announced,
         )
+        if attempt is not None:
+            if attempt.waited is None:
+                attempt.waited = set()
+            attempt.waited.add(waiter_id)
+            if early:
+                del attempt.stream[: len(early)]
+                if row.new:
+                    for event in early:
+                        self._publish_committed(event)
         if row.resolved is not None:
             return self.codec.load(row.resolved.type_key, row.resolved.payload), None, None
-        attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and attempt.produced and row.new:
             self._warn_held_events(attempt, step, event_type)
         # A waiter recorded before a restart already asked (its question is in the restored

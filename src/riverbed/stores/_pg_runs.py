@@ -7,6 +7,7 @@ transaction; the step-level writes (claims, commits, outside events) are in
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 from riverbed.errors import RunOwnedError
 from riverbed.stores._ownership import check_takeover
@@ -27,7 +28,7 @@ async def register_waiter(
     run_id: str,
     waiter: WaiterRow,
     now: float,
-    announce: tuple[str, str] | None = None,
+    announce: Sequence[tuple[str, str]] = (),
 ) -> WaiterRow:
     # Locked like a commit: the announced question takes the run's next stream number.
     row = await conn.fetchrow(
@@ -49,20 +50,22 @@ async def register_waiter(
             waiter.timeout_at,
         )
     )
-    if inserted == 1 and announce is not None:
-        # The question joins the durable stream with the waiter, tagged with the next
-        # commit (the waiting step's own), so a reader who connects later sees it.
-        await conn.execute(
+    if inserted == 1 and announce:
+        # What the step streamed before waiting, and its question, join the durable
+        # stream with the waiter, tagged with the next commit (the waiting step's own), so
+        # a reader who connects later sees them.
+        await conn.executemany(
             "INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)"
             " VALUES ($1, $2, $3, $4, $5)",
-            run_id,
-            int(row[1]),
-            int(row[0]),
-            announce[0],
-            announce[1],
+            [
+                (run_id, int(row[1]) + i, int(row[0]), key, payload)
+                for i, (key, payload) in enumerate(announce)
+            ],
         )
         await conn.execute(
-            "UPDATE runs SET stream_next = stream_next + 1 WHERE run_id = $1", run_id
+            "UPDATE runs SET stream_next = stream_next + $2 WHERE run_id = $1",
+            run_id,
+            len(announce),
         )
     stored = (await read_waiters(conn, run_id, waiter.waiter_id))[0]
     return dataclasses.replace(stored, new=inserted == 1)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import sqlite3
 import uuid
+from collections.abc import Sequence
 
 from riverbed._engine import crashpoints
 from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOwnedError
@@ -352,7 +353,7 @@ def register_waiter(
     run_id: str,
     waiter: WaiterRow,
     now: float,
-    announce: tuple[str, str] | None = None,
+    announce: Sequence[tuple[str, str]] = (),
 ) -> WaiterRow:
     run_status(conn, run_id)
     inserted = conn.execute(
@@ -368,19 +369,26 @@ def register_waiter(
             waiter.timeout_at,
         ),
     ).rowcount
-    if inserted == 1 and announce is not None:
-        # The question joins the durable stream with the waiter, after the rows of the
-        # commits so far and tagged with the next commit (the waiting step's own), so a
-        # reader who connects later, or after a restart, sees it.
+    if inserted == 1 and announce:
+        # What the step streamed before waiting, and its question, join the durable
+        # stream with the waiter, after the rows of the commits so far and tagged with the
+        # next commit (the waiting step's own), so a reader who connects later, or after a
+        # restart, sees them.
         row = conn.execute(
             "SELECT next_commit_seq, stream_next FROM runs WHERE run_id = ?", (run_id,)
         ).fetchone()
-        conn.execute(
+        conn.executemany(
             "INSERT INTO stream (run_id, seq, commit_seq, type_key, payload)"
             " VALUES (?, ?, ?, ?, ?)",
-            (run_id, int(row[1]), int(row[0]), announce[0], announce[1]),
+            [
+                (run_id, int(row[1]) + i, int(row[0]), key, payload)
+                for i, (key, payload) in enumerate(announce)
+            ],
         )
-        conn.execute("UPDATE runs SET stream_next = stream_next + 1 WHERE run_id = ?", (run_id,))
+        conn.execute(
+            "UPDATE runs SET stream_next = stream_next + ? WHERE run_id = ?",
+            (len(announce), run_id),
+        )
     stored = read_waiters(conn, run_id, waiter.waiter_id)[0]
     return dataclasses.replace(stored, new=inserted == 1)
 

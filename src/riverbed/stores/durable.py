@@ -273,12 +273,12 @@ class DurableStore(Protocol):
         ...
 
     async def register_waiter(
-        self, run_id: str, waiter: WaiterRow, announce: tuple[str, str] | None = None
+        self, run_id: str, waiter: WaiterRow, announce: Sequence[tuple[str, str]] = ()
     ) -> WaiterRow:
         """Record a waiter (idempotent by id); returns the stored row, whose ``resolved``
-        is set if the answer already arrived. ``announce`` (type key, payload), the
-        question asked, is appended to the durable stream in the same transaction when the
-        waiter is new."""
+        is set if the answer already arrived. ``announce``, (type key, payload) pairs, is
+        what the waiting step streamed before it waits and the question it asks: appended
+        to the durable stream, in order, in the same transaction when the waiter is new."""
         ...
 
     async def finish_run(

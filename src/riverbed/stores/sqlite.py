@@ -232,10 +232,10 @@ class SqliteStore:
         )
 
     async def register_waiter(
-        self, run_id: str, waiter: WaiterRow, announce: tuple[str, str] | None = None
+        self, run_id: str, waiter: WaiterRow, announce: Sequence[tuple[str, str]] = ()
     ) -> WaiterRow:
         """Record a waiter once; returns the stored row with its answer, if any. A new
-        waiter's question (``announce``) is appended to the durable stream with it."""
+        waiter's stream events (``announce``) are appended to the durable stream with it."""
         return await self._write(
             f"registering waiter {waiter.waiter_id!r} of run {run_id!r}",
             writes.register_waiter,
