@@ -225,6 +225,33 @@ async def test_a_question_streamed_before_a_wait_is_answered_in_one_process(
     await wf.store.close()
 
 
+async def test_an_answer_from_a_sibling_step_survives_a_crash(tmp_path: Path) -> None:
+    """A step waits for an event another step of the run sends. The process dies right
+    after the answering step's commit: the answer is recorded with that commit, so the
+    resumed run's waiting step (run again from the top) gets it at once instead of waiting
+    for an answer that was already given."""
+    db = tmp_path / "internal.db"
+    run_id = "internal-1"
+    env = {**os.environ, **crashpoints_env(after_commit=1.0)}
+    first = child("start-internal", str(db), run_id, env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    # the reply step committed (its Reply is in the journal) and answered the waiter
+    assert rows(db, "SELECT step FROM commits") == [("reply",)]
+    [(reply_seq,)] = rows(
+        db,
+        "SELECT seq FROM events WHERE run_id = ? AND type_key = ?",
+        run_id,
+        "tests.crash.hitl.Reply",
+    )
+    assert rows(db, "SELECT resolved_seq FROM waiters") == [(reply_seq,)]
+
+    wf = hitl.InternalAnswerFlow(store=hitl.url(db))
+    handler = await wf.resume(run_id)
+    assert await asyncio.wait_for(handler, 30) == "rivers: from a sibling"
+    await wf.store.close()
+    assert sorted(rows(db, "SELECT step FROM commits")) == [("reply",), ("wait",)]
+
+
 async def test_wait_for_event_across_restarts(
     tmp_path: Path, held: list[subprocess.Popen[str]]
 ) -> None:

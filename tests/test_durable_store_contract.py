@@ -641,6 +641,21 @@ async def test_waiters_register_once_and_get_resolved(store: AnyStore) -> None:
     assert await store.read_waiters("r1") == list(snap.waiters)
 
 
+async def test_a_commit_records_the_answers_its_events_give(store: AnyStore) -> None:
+    await new_run(store, targets=("start", "other"))
+    await store.register_waiter("r1", WaiterRow("w-1", "start", "t.Reply", "{}"))
+    await store.register_waiter("r1", WaiterRow("w-2", "start", "t.Reply", "{}"))
+    earlier = ev(2, "t.Reply", '{"n": 0}')
+    await store.submit_event("r1", earlier, (), ("w-2",))  # w-2 has its answer already
+    await store.claim("r1", 1, "other", "t1", 30)
+    reply = ev(3, "t.Reply", '{"n": 1}', source_step="other")
+    produced = (ProducedRow(reply, ()),)
+    row = CommitRow(1, "other", 1, "t1", produced, next_seq=4, resolves=((3, "w-1"), (3, "w-2")))
+    await store.commit("r1", row)
+    resolved = {w.waiter_id: w.resolved for w in await store.read_waiters("r1")}
+    assert resolved == {"w-1": reply, "w-2": earlier}  # the first answer wins
+
+
 async def test_memos_keep_the_first_value(store: AnyStore) -> None:
     await new_run(store)
     assert await store.get_memo("r1", "inv", "llm") is None

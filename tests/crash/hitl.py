@@ -12,6 +12,8 @@ Run from the project root as ``python -m tests.crash.hitl MODE DBPATH RUN_ID [AR
   the run (and its process) alive until the answer comes through the store, and prints the
   result;
 - ``start-stream-wait`` starts a :class:`StreamWaitFlow` run and exits once it asks;
+- ``start-internal`` starts an :class:`InternalAnswerFlow` run and awaits it (the tests
+  run it with a crash point that kills it after the answering step's commit);
 - ``answer`` sends ``HumanResponseEvent(response=ARG)`` with ``client_event_id="answer-1"``
   to a :class:`WaitFlow` run, then waits for the result and prints it.
 
@@ -103,6 +105,24 @@ class StreamWaitFlow(Workflow):
         return StopEvent(result=f"{ev.topic}: {answer.response}")
 
 
+class Reply(Event):
+    value: str
+
+
+class InternalAnswerFlow(Workflow):
+    """One step waits for an event that another step of the run sends."""
+
+    @step
+    async def wait(self, ctx: Context, ev: Ask) -> StopEvent:
+        reply = await ctx.wait_for_event(Reply, timeout=None)
+        return StopEvent(result=f"{ev.topic}: {reply.value}")
+
+    @step
+    async def reply(self, ctx: Context, ev: Ask) -> None:
+        await asyncio.sleep(0.2)  # the other step is waiting by then
+        ctx.send_event(Reply(value="from a sibling"))
+
+
 def url(db_path: str) -> str:
     return f"sqlite:///{db_path}"
 
@@ -133,6 +153,11 @@ async def main(mode: str, db_path: str, run_id: str, *args: str) -> int:
         print("WAITING", flush=True)
         print(await handler, flush=True)
         await pair.store.close()
+        return 0
+    if mode == "start-internal":
+        flow = InternalAnswerFlow(store=url(db_path))
+        print(await flow.run(run_id=run_id, start_event=Ask(topic="rivers")), flush=True)
+        await flow.store.close()
         return 0
     if mode == "start-stream-wait":
         flow = StreamWaitFlow(store=url(db_path))

@@ -88,6 +88,8 @@ class DurableRun(Run):
         #: (event seq, step) -> (claim token, attempt number) of deliveries claimed for
         #: us by our own commits (attempt 1) or by acquire_run(claim=True)
         self._preclaimed: dict[tuple[int, str], tuple[str, int]] = {}
+        #: waiter id -> done once its registration (register_waiter) is in the store
+        self._registering: dict[str, asyncio.Future[None]] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
         #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
         #: and that failure must not end (or release) the existing run it collided with.
@@ -503,7 +505,14 @@ class DurableRun(Run):
             status=status,
             result=result_json,
             error=None if error is None else f"{type(error).__name__}: {error}",
+            resolves=self._answers(attempt),
         )
+        if row.resolves:
+            # A waiter whose registration is still on its way to the store (another
+            # connection, on PostgreSQL) must be there before its answer is recorded.
+            recording = [self._registering[w] for _, w in row.resolves if w in self._registering]
+            if recording:
+                await asyncio.wait(recording)
         crashpoints.hit("before_commit")
         try:
             await self.durable_store.commit(self.run_id, row)
@@ -533,6 +542,22 @@ class DurableRun(Run):
             if self.waiting_for_input and not attempt.asked_input:
                 self.waiting_for_input = False
             super().route(event, seq=seq, lineage=lineage, target=target, defer=True)
+
+    def _answers(self, attempt: Attempt) -> tuple[tuple[int, str], ...]:
+        """(event seq, waiter id) for each waiting step that an event this attempt produced
+        answers (the first such event per waiter), recorded with the commit."""
+        if not self.waiters:
+            return ()
+        found: list[tuple[int, str]] = []
+        seen: set[str] = set()
+        for seq, event in attempt.produced:
+            if isinstance(event, StopEvent):
+                break  # routing stops at the StopEvent
+            for waiter_id in self.waiters.matching(event):
+                if waiter_id not in seen:
+                    seen.add(waiter_id)
+                    found.append((seq, waiter_id))
+        return tuple(found)
 
     @staticmethod
     def _collect_rows(attempt: Attempt, action: str) -> tuple[tuple[str, str, int], ...]:
@@ -710,17 +735,24 @@ class DurableRun(Run):
         announced = [self.codec.dump(event) for event in early]
         if announce is not None:
             announced.append(self.codec.dump(announce))
-        row = await self.durable_store.register_waiter(
-            self.run_id,
-            WaiterRow(
-                waiter_id,
-                step,
-                type_key(event_type),
-                json.dumps(requirements or {}),
-                timeout_at=None if timeout is None else time.time() + timeout,
-            ),
-            announced,
-        )
+        registered: asyncio.Future[None] = self.loop.create_future()
+        self._registering[waiter_id] = registered
+        try:
+            row = await self.durable_store.register_waiter(
+                self.run_id,
+                WaiterRow(
+                    waiter_id,
+                    step,
+                    type_key(event_type),
+                    json.dumps(requirements or {}),
+                    timeout_at=None if timeout is None else time.time() + timeout,
+                ),
+                announced,
+            )
+        finally:
+            if self._registering.get(waiter_id) is registered:
+                del self._registering[waiter_id]
+            registered.set_result(None)
         if attempt is not None:
             if attempt.waited is None:
                 attempt.waited = set()

@@ -330,6 +330,10 @@ WITH fence AS (
   DELETE FROM collected x USING r, unnest($30::text[], $31::text[], $32::bigint[])
     AS u (st, b, s)
   WHERE x.run_id = $1 AND x.step = u.st AND x.buffer_id = u.b AND x.event_seq = u.s
+), wr AS (
+  UPDATE waiters w SET resolved_seq = u.s FROM r, unnest($33::bigint[], $34::text[])
+    AS u (s, wid)
+  WHERE w.run_id = $1 AND w.waiter_id = u.wid AND w.resolved_seq IS NULL
 )
 SELECT commit_seq, stream_base FROM r
 """
@@ -383,6 +387,8 @@ async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
         [t[0] for t in taken],
         [t[1] for t in taken],
         [t[2] for t in taken],
+        [seq for seq, _ in c.resolves],
+        [waiter_id for _, waiter_id in c.resolves],
     )
     if row is None:
         # Raising rolls back the fence too: nothing of this attempt is written.

@@ -294,6 +294,12 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
             " AND event_seq = ?",
             [(run_id, *item) for item in c.collect_remove],
         )
+    if c.resolves:
+        conn.executemany(
+            "UPDATE waiters SET resolved_seq = ? WHERE run_id = ? AND waiter_id = ?"
+            " AND resolved_seq IS NULL",
+            [(seq, run_id, waiter_id) for seq, waiter_id in c.resolves],
+        )
     # Crash tests: die with every effect written but the transaction not yet committed;
     # SQLite must then roll all of it back (the attempt runs again after a restart).
     crashpoints.hit("in_commit")

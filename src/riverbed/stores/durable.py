@@ -177,6 +177,10 @@ class CommitRow:
     status: RunStatus | None = None
     result: str | None = None
     error: str | None = None
+    #: (event seq, waiter id): waiters of the run that a produced event answers; each
+    #: gets the first answer recorded (as an answer from outside would be), so a step
+    #: that waits for it again after a restart gets it at once
+    resolves: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass(frozen=True)
