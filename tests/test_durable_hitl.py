@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
-import logging
 import os
 import signal
 import sqlite3
@@ -34,7 +33,6 @@ from riverbed import (
     StopEvent,
     Workflow,
     WorkflowFailedEvent,
-    WorkflowTimeoutError,
     step,
 )
 from riverbed.errors import RunExistsError, RunFinishedError
@@ -426,17 +424,38 @@ class _AsksItself(Workflow):
         ctx.send_event(_Pong(n=7))
 
 
-async def test_waiting_for_a_reply_to_an_event_held_by_the_step_is_named(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # In memory the reply comes; in a durable run the sent event is part of the step's
-    # commit, so the run cannot progress: the log says why, and how to write it instead.
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_step_can_send_an_event_and_wait_for_the_reply(tmp_path: Path) -> None:
+    # The event sent before the wait is committed with the waiter, so the step it goes to
+    # runs while the sender waits (before, it was held for the sender's own commit, which
+    # needed the reply: the run could not progress).
     assert await _AsksItself(timeout=5).run() == 7
-    durable = _AsksItself(store=f"sqlite:///{tmp_path / 'runs.db'}", timeout=0.5)
-    with caplog.at_level(logging.WARNING, logger="riverbed"), pytest.raises(WorkflowTimeoutError):
-        await durable.run()
-    warned = [r.getMessage() for r in caplog.records if "holding events it sent" in r.getMessage()]
-    assert len(warned) == 1
-    assert "waits for _Pong" in warned[0]
-    assert "(_Ping)" in warned[0]
-    assert "Send them from an earlier step" in warned[0]
+    db = tmp_path / "runs.db"
+    durable = _AsksItself(store=f"sqlite:///{db}", timeout=10)
+    assert await durable.run(run_id="asks") == 7
+    await durable.store.close()
+    assert sorted(rows(db, "SELECT step, attempt FROM commits")) == [("answer", 1), ("ask", 1)]
+    kinds = [k.rsplit(".", 1)[1] for (k,) in rows(db, "SELECT type_key FROM events ORDER BY seq")]
+    assert kinds == ["StartEvent", "_Ping", "_Pong", "StopEvent"]
+
+
+async def test_a_step_that_sends_and_waits_survives_a_crash_without_sending_twice(
+    tmp_path: Path,
+) -> None:
+    """Killed after the replying step's commit: the reply is recorded on the waiter; the
+    resumed run runs the asking step again, which reaches the same waiter, so its sent
+    event is not sent (nor answered) a second time, and its wait returns the reply."""
+    db = tmp_path / "send-wait.db"
+    run_id = "send-wait-1"
+    env = {**os.environ, **crashpoints_env(after_commit=1.0)}
+    first = child("start-send-wait", str(db), run_id, env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert rows(db, "SELECT step FROM commits") == [("answer",)]
+
+    wf = hitl.SendWaitFlow(store=hitl.url(db))
+    handler = await wf.resume(run_id)
+    assert await asyncio.wait_for(handler, 30) == "rivers: pong"
+    await wf.store.close()
+    assert sorted(rows(db, "SELECT step, attempt FROM commits")) == [("answer", 1), ("ask", 2)]
+    kinds = [k.rsplit(".", 1)[1] for (k,) in rows(db, "SELECT type_key FROM events ORDER BY seq")]
+    assert kinds == ["Ask", "Ping", "Reply", "StopEvent"]

@@ -39,7 +39,14 @@ from riverbed.errors import (
     StoreError,
 )
 from riverbed.stores.base import RunRecord, RunStatus
-from riverbed.stores.durable import CommitRow, DurableStore, EventRow, ProducedRow, WaiterRow
+from riverbed.stores.durable import (
+    CommitRow,
+    DurableStore,
+    EventRow,
+    ProducedRow,
+    SentBeforeWait,
+    WaiterRow,
+)
 from riverbed.stores.sqlite import SqliteStore
 
 if TYPE_CHECKING:
@@ -654,6 +661,30 @@ async def test_a_commit_records_the_answers_its_events_give(store: AnyStore) -> 
     await store.commit("r1", row)
     resolved = {w.waiter_id: w.resolved for w in await store.read_waiters("r1")}
     assert resolved == {"w-1": reply, "w-2": earlier}  # the first answer wins
+
+
+async def test_events_sent_before_a_wait_commit_with_a_new_waiter(store: AnyStore) -> None:
+    await new_run(store)
+    await store.claim("r1", 1, "start", "t1", 30)
+    ping = ev(2, "t.Ping", "{}", source_step="start")
+    sent = SentBeforeWait(1, "start", "t1", (ProducedRow(ping, ("answer",), 0, ("tp",)),))
+    stale = SentBeforeWait(1, "start", "old", sent.produced)
+    with pytest.raises(FencedError):
+        await store.register_waiter("r1", WaiterRow("w-0", "start", "t.Pong", "{}"), (), stale)
+    assert await store.read_waiters("r1") == []  # refused as a whole: no waiter either
+    waiter = WaiterRow("w-1", "start", "t.Pong", "{}")
+    assert (await store.register_waiter("r1", waiter, (), sent)).new
+    assert [e.seq for e in await store.read_events("r1")] == [1, 2]
+    # the sent event's delivery is claimed for the sender's process, as a commit claims
+    snap = await store.acquire_run("r1", ME)
+    rows = {(d.event_seq, d.step): d for d in snap.deliveries}
+    assert (rows[2, "answer"].status, rows[2, "answer"].attempts) == ("running", 1)
+    assert snap.next_seq == 3
+    # a re-run reaching the same waiter sends nothing again
+    again = SentBeforeWait(1, "start", "t1", (ProducedRow(ev(3, "t.Ping"), ("answer",)),))
+    assert not (await store.register_waiter("r1", waiter, (), again)).new
+    assert [e.seq for e in await store.read_events("r1")] == [1, 2]
+    assert await store.commit("r1", CommitRow(2, "answer", 1, "tp", next_seq=3)) == 1
 
 
 async def test_memos_keep_the_first_value(store: AnyStore) -> None:

@@ -14,6 +14,8 @@ Run from the project root as ``python -m tests.crash.hitl MODE DBPATH RUN_ID [AR
 - ``start-stream-wait`` starts a :class:`StreamWaitFlow` run and exits once it asks;
 - ``start-internal`` starts an :class:`InternalAnswerFlow` run and awaits it (the tests
   run it with a crash point that kills it after the answering step's commit);
+- ``start-send-wait`` starts a :class:`SendWaitFlow` run and awaits it (killed, like
+  ``start-internal``, after the first commit);
 - ``answer`` sends ``HumanResponseEvent(response=ARG)`` with ``client_event_id="answer-1"``
   to a :class:`WaitFlow` run, then waits for the result and prints it.
 
@@ -123,6 +125,25 @@ class InternalAnswerFlow(Workflow):
         ctx.send_event(Reply(value="from a sibling"))
 
 
+class Ping(Event):
+    pass
+
+
+class SendWaitFlow(Workflow):
+    """A step sends an event and waits, in the same step, for the reply another step makes
+    from it."""
+
+    @step
+    async def ask(self, ctx: Context, ev: Ask) -> Ping | StopEvent:
+        ctx.send_event(Ping())
+        reply = await ctx.wait_for_event(Reply, timeout=None)
+        return StopEvent(result=f"{ev.topic}: {reply.value}")
+
+    @step
+    async def answer(self, ctx: Context, ev: Ping) -> None:
+        ctx.send_event(Reply(value="pong"))
+
+
 def url(db_path: str) -> str:
     return f"sqlite:///{db_path}"
 
@@ -154,8 +175,10 @@ async def main(mode: str, db_path: str, run_id: str, *args: str) -> int:
         print(await handler, flush=True)
         await pair.store.close()
         return 0
-    if mode == "start-internal":
-        flow = InternalAnswerFlow(store=url(db_path))
+    if mode in ("start-internal", "start-send-wait"):
+        flow = (InternalAnswerFlow if mode == "start-internal" else SendWaitFlow)(
+            store=url(db_path)
+        )
         print(await flow.run(run_id=run_id, start_event=Ask(topic="rivers")), flush=True)
         await flow.store.close()
         return 0

@@ -46,7 +46,14 @@ from riverbed.events import (
 from riverbed.serialization import EventCodec, TypeRegistry, type_key
 from riverbed.state import snapshot
 from riverbed.stores.base import RunRecord, RunStatus
-from riverbed.stores.durable import CommitRow, DurableStore, EventRow, ProducedRow, RunSnapshot
+from riverbed.stores.durable import (
+    CommitRow,
+    DurableStore,
+    EventRow,
+    ProducedRow,
+    RunSnapshot,
+    SentBeforeWait,
+)
 
 if TYPE_CHECKING:
     from riverbed.workflow import Workflow
@@ -733,6 +740,16 @@ class DurableRun(Run):
         ):
             early = list(attempt.stream)
         announced = [self.codec.dump(event) for event in early]
+        # Likewise the events it sent (ctx.send_event) before this wait: they go to other
+        # steps now, with the waiter, because the answer it waits for may come from them
+        # (a question among them is streamed, as when a commit routes it).
+        sent = self._sent_before(attempt, waiter_id)
+        if sent is not None and attempt is not None:
+            announced += [
+                self.codec.dump(ev)
+                for _, ev in attempt.produced[: len(sent.produced)]
+                if isinstance(ev, InputRequiredEvent)
+            ]
         if announce is not None:
             announced.append(self.codec.dump(announce))
         registered: asyncio.Future[None] = self.loop.create_future()
@@ -748,6 +765,7 @@ class DurableRun(Run):
                     timeout_at=None if timeout is None else time.time() + timeout,
                 ),
                 announced,
+                sent,
             )
         finally:
             if self._registering.get(waiter_id) is registered:
@@ -762,6 +780,8 @@ class DurableRun(Run):
                 if row.new:
                     for event in early:
                         self._publish_committed(event)
+            if sent is not None:
+                self._route_sent(attempt, sent, row.new)
         if row.resolved is not None:
             return self.codec.load(row.resolved.type_key, row.resolved.payload), None, None
         if attempt is not None and attempt.produced and row.new:
@@ -771,6 +791,54 @@ class DurableRun(Run):
         question = announce if row.new else None
         left = None if row.timeout_at is None else max(0.0, row.timeout_at - time.time())
         return None, left if row.timeout_at is not None else timeout, question
+
+    def _sent_before(self, attempt: Attempt | None, waiter_id: str) -> SentBeforeWait | None:
+        """What ``attempt`` sent before waiting on ``waiter_id``, as rows to commit with
+        the waiter; None when there is nothing to send early (or it must wait for the
+        step's commit: a StopEvent among them, or a waiter this attempt registered
+        before)."""
+        if attempt is None or not attempt.produced:
+            return None
+        if attempt.waited is not None and waiter_id in attempt.waited:
+            return None
+        if any(isinstance(ev, StopEvent) for _, ev in attempt.produced):
+            return None
+        targets = self._pending_targets(attempt)
+        rows: list[ProducedRow] = []
+        for seq, event in attempt.produced:
+            target, lineage = targets.get(seq, (None, attempt.delivery.lineage))
+            key, payload = self.codec.dump(event)
+            names = self._target_names(event, target)
+            claims = tuple(os.urandom(16).hex() for _ in names)
+            rows.append(
+                ProducedRow(
+                    EventRow(seq, key, payload, attempt.rt.spec.name), names, lineage, claims
+                )
+            )
+        return SentBeforeWait(
+            attempt.delivery.seq,
+            attempt.rt.spec.name,
+            attempt.token,
+            tuple(rows),
+            float(getattr(self.durable_store, "lease_seconds", 30.0)),
+        )
+
+    def _route_sent(self, attempt: Attempt, sent: SentBeforeWait, new: bool) -> None:
+        """After register_waiter: the events sent before the wait are in the store (``new``)
+        or were put there by an earlier run of this step that reached the same waiter (the
+        copies made by this run are dropped). Either way they leave the step's commit."""
+        count = len(sent.produced)
+        early, attempt.produced[:count] = attempt.produced[:count], []
+        targets = self._pending_targets(attempt)
+        for (seq, event), row in zip(early, sent.produced, strict=True):
+            target, lineage = targets.pop(seq, (None, attempt.delivery.lineage))
+            if not new or self.done:
+                continue
+            self._preclaimed.update(
+                ((seq, name), (token, 1))
+                for name, token in zip(row.targets, row.claims, strict=True)
+            )
+            super().route(event, seq=seq, lineage=lineage, target=target)
 
     def _warn_held_events(self, attempt: Attempt, step: str, event_type: type[Event]) -> None:
         # In memory a sent event is routed at once; in a durable run it is part of the

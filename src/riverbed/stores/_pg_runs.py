@@ -18,9 +18,9 @@ from riverbed.stores._pg_reads import (
     run_status,
     take_snapshot,
 )
-from riverbed.stores._pg_writes import count, notify_if_claimable
+from riverbed.stores._pg_writes import count, insert_sent, notify_if_claimable
 from riverbed.stores.base import RunStatus
-from riverbed.stores.durable import RUN_CHILD_TABLES, RunSnapshot, WaiterRow
+from riverbed.stores.durable import RUN_CHILD_TABLES, RunSnapshot, SentBeforeWait, WaiterRow
 
 
 async def register_waiter(
@@ -29,6 +29,7 @@ async def register_waiter(
     waiter: WaiterRow,
     now: float,
     announce: Sequence[tuple[str, str]] = (),
+    sent: SentBeforeWait | None = None,
 ) -> WaiterRow:
     # Locked like a commit: the announced question takes the run's next stream number.
     row = await conn.fetchrow(
@@ -67,6 +68,8 @@ async def register_waiter(
             run_id,
             len(announce),
         )
+    if inserted == 1 and sent is not None and sent.produced:
+        await insert_sent(conn, run_id, sent, now)
     stored = (await read_waiters(conn, run_id, waiter.waiter_id))[0]
     return dataclasses.replace(stored, new=inserted == 1)
 

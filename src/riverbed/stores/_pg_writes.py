@@ -21,7 +21,7 @@ from riverbed.errors import FencedError, RunExistsError, RunFinishedError
 from riverbed.stores._pg_conn import PgConn
 from riverbed.stores._pg_reads import WORK_DUE, not_found, run_status
 from riverbed.stores.base import RunRecord, RunStatus
-from riverbed.stores.durable import CommitRow, EventRow
+from riverbed.stores.durable import CommitRow, EventRow, SentBeforeWait
 
 
 def count(status: str) -> int:
@@ -405,6 +405,36 @@ async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
     # roll all of it back (the attempt runs again after a restart).
     crashpoints.hit("in_commit")
     return int(row[0])
+
+
+async def insert_sent(conn: PgConn, run_id: str, sent: SentBeforeWait, now: float) -> None:
+    """The events a step sent before it waits, with their deliveries (register_waiter's
+    transaction, the run row locked), fenced by the attempt's claim."""
+    held = await conn.fetchval(
+        "SELECT 1 FROM deliveries WHERE run_id = $1 AND event_seq = $2 AND step = $3"
+        " AND status = 'running' AND claim_token = $4",
+        run_id,
+        sent.event_seq,
+        sent.step,
+        sent.claim_token,
+    )
+    if held is None:
+        raise FencedError(
+            f"Delivery ({sent.event_seq}, {sent.step!r}) of run {run_id!r} is no longer "
+            "claimed by this attempt; the events it sent before waiting were discarded."
+        )
+    await _insert_events(conn, run_id, [p.event for p in sent.produced], now)
+    rows = [
+        (p.event.seq, target, p.lineage, token)
+        for p in sent.produced
+        for target, token in zip(p.targets, p.claims or ("",) * len(p.targets), strict=True)
+    ]
+    await _insert_deliveries(conn, run_id, rows, now, now + sent.lease_seconds)
+    await conn.execute(
+        "UPDATE runs SET next_seq = greatest(next_seq, $2::bigint) WHERE run_id = $1",
+        run_id,
+        max(p.event.seq for p in sent.produced) + 1,
+    )
 
 
 async def commit_replay(conn: PgConn, run_id: str, c: CommitRow) -> int | None:

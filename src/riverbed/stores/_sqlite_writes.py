@@ -18,7 +18,14 @@ from riverbed.errors import FencedError, RunExistsError, RunFinishedError, RunOw
 from riverbed.stores._ownership import check_takeover
 from riverbed.stores._sqlite_reads import not_found, read_snapshot, read_waiters, run_status
 from riverbed.stores.base import RunRecord, RunStatus
-from riverbed.stores.durable import RUN_CHILD_TABLES, CommitRow, EventRow, RunSnapshot, WaiterRow
+from riverbed.stores.durable import (
+    RUN_CHILD_TABLES,
+    CommitRow,
+    EventRow,
+    RunSnapshot,
+    SentBeforeWait,
+    WaiterRow,
+)
 
 
 def _insert_event(conn: sqlite3.Connection, run_id: str, event: EventRow, now: float) -> None:
@@ -360,6 +367,7 @@ def register_waiter(
     waiter: WaiterRow,
     now: float,
     announce: Sequence[tuple[str, str]] = (),
+    sent: SentBeforeWait | None = None,
 ) -> WaiterRow:
     run_status(conn, run_id)
     inserted = conn.execute(
@@ -394,6 +402,33 @@ def register_waiter(
         conn.execute(
             "UPDATE runs SET stream_next = stream_next + ? WHERE run_id = ?",
             (len(announce), run_id),
+        )
+    if inserted == 1 and sent is not None and sent.produced:
+        fenced = conn.execute(
+            "SELECT 1 FROM deliveries WHERE run_id = ? AND event_seq = ? AND step = ?"
+            " AND status = 'running' AND claim_token = ?",
+            (run_id, sent.event_seq, sent.step, sent.claim_token),
+        ).fetchone()
+        if fenced is None:
+            raise FencedError(
+                f"Delivery ({sent.event_seq}, {sent.step!r}) of run {run_id!r} is no longer "
+                "claimed by this attempt; the events it sent before waiting were discarded."
+            )
+        for produced in sent.produced:
+            _insert_event(conn, run_id, produced.event, now)
+            _insert_deliveries(
+                conn,
+                run_id,
+                produced.event.seq,
+                produced.targets,
+                produced.lineage,
+                now,
+                produced.claims,
+                now + sent.lease_seconds,
+            )
+        conn.execute(
+            "UPDATE runs SET next_seq = max(next_seq, ?) WHERE run_id = ?",
+            (max(p.event.seq for p in sent.produced) + 1, run_id),
         )
     stored = read_waiters(conn, run_id, waiter.waiter_id)[0]
     return dataclasses.replace(stored, new=inserted == 1)

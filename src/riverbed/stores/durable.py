@@ -184,6 +184,19 @@ class CommitRow:
 
 
 @dataclass(frozen=True)
+class SentBeforeWait:
+    """Events a step sent before it waits (``ctx.send_event`` then ``ctx.wait_for_event``):
+    committed with its waiter, so the steps they go to can run (and answer) while it
+    waits. Fenced like a commit: only the attempt holding the delivery's claim writes them."""
+
+    event_seq: int
+    step: str
+    claim_token: str
+    produced: tuple[ProducedRow, ...]
+    lease_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
 class RunSnapshot:
     """What resuming a run needs, read in one transaction."""
 
@@ -277,12 +290,19 @@ class DurableStore(Protocol):
         ...
 
     async def register_waiter(
-        self, run_id: str, waiter: WaiterRow, announce: Sequence[tuple[str, str]] = ()
+        self,
+        run_id: str,
+        waiter: WaiterRow,
+        announce: Sequence[tuple[str, str]] = (),
+        sent: SentBeforeWait | None = None,
     ) -> WaiterRow:
         """Record a waiter (idempotent by id); returns the stored row, whose ``resolved``
         is set if the answer already arrived. ``announce``, (type key, payload) pairs, is
         what the waiting step streamed before it waits and the question it asks: appended
-        to the durable stream, in order, in the same transaction when the waiter is new."""
+        to the durable stream, in order, in the same transaction when the waiter is new.
+        ``sent``, the events the step sent before it waits, are inserted with their
+        deliveries (claimed as a commit claims them) in the same transaction when the
+        waiter is new; ``FencedError`` if the attempt no longer holds its claim."""
         ...
 
     async def finish_run(

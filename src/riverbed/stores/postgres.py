@@ -45,6 +45,7 @@ from riverbed.stores.durable import (
     CommitRow,
     EventRow,
     RunSnapshot,
+    SentBeforeWait,
     StreamRow,
     TimelineRow,
     WaiterRow,
@@ -274,14 +275,18 @@ class PostgresStore:
             return
 
     async def register_waiter(
-        self, run_id: str, waiter: WaiterRow, announce: Sequence[tuple[str, str]] = ()
+        self,
+        run_id: str,
+        waiter: WaiterRow,
+        announce: Sequence[tuple[str, str]] = (),
+        sent: SentBeforeWait | None = None,
     ) -> WaiterRow:
         """Record a waiter once; returns the stored row with its answer, if any. A new
         waiter's stream events (``announce``) are appended to the durable stream with it."""
         now = self._now()
         return await self._tx(
             f"registering waiter {waiter.waiter_id!r} of run {run_id!r}",
-            lambda c: runs.register_waiter(c, run_id, waiter, now, announce),
+            lambda c: runs.register_waiter(c, run_id, waiter, now, announce, sent),
             _idempotent,
             run_id=run_id,
         )

@@ -35,6 +35,7 @@ from riverbed.stores.durable import (
     CommitRow,
     EventRow,
     RunSnapshot,
+    SentBeforeWait,
     StreamRow,
     TimelineRow,
     WaiterRow,
@@ -232,7 +233,11 @@ class SqliteStore:
         )
 
     async def register_waiter(
-        self, run_id: str, waiter: WaiterRow, announce: Sequence[tuple[str, str]] = ()
+        self,
+        run_id: str,
+        waiter: WaiterRow,
+        announce: Sequence[tuple[str, str]] = (),
+        sent: SentBeforeWait | None = None,
     ) -> WaiterRow:
         """Record a waiter once; returns the stored row with its answer, if any. A new
         waiter's stream events (``announce``) are appended to the durable stream with it."""
@@ -243,6 +248,7 @@ class SqliteStore:
             waiter,
             self._now(),
             announce,
+            sent,
         )
 
     async def finish_run(
