@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import logging
 import os
 import signal
 import sqlite3
@@ -459,3 +460,43 @@ async def test_a_step_that_sends_and_waits_survives_a_crash_without_sending_twic
     assert sorted(rows(db, "SELECT step, attempt FROM commits")) == [("answer", 1), ("ask", 2)]
     kinds = [k.rsplit(".", 1)[1] for (k,) in rows(db, "SELECT type_key FROM events ORDER BY seq")]
     assert kinds == ["Ask", "Ping", "Reply", "StopEvent"]
+
+
+class _Item(Event):
+    n: int
+
+
+class _ReusesAWaiterId(Workflow):
+    @step
+    async def fan(self, ctx: Context, ev: StartEvent) -> _Item | None:
+        ctx.send_event(_Item(n=1))
+        ctx.send_event(_Item(n=2))
+        return None
+
+    @step
+    async def handle(self, ctx: Context, ev: _Item) -> StopEvent:
+        reply = await ctx.wait_for_event(
+            HumanResponseEvent,
+            waiter_id="approval",  # the same id for every item: a mistake in a durable run
+            waiter_event=InputRequiredEvent(prefix=f"item {ev.n}?"),
+            timeout=None,
+        )
+        return StopEvent(result=reply.response)
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_waiter_id_used_by_two_deliveries_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    wf = _ReusesAWaiterId(store=f"sqlite:///{tmp_path / 'runs.db'}")
+    with caplog.at_level(logging.WARNING, logger="riverbed"):
+        handler = wf.run()
+        async for ev in handler.stream_events():
+            if isinstance(ev, InputRequiredEvent):
+                await handler.send_event(HumanResponseEvent(response="yes"))
+        assert await handler == "yes"
+    await wf.store.close()
+    warned = [r.getMessage() for r in caplog.records if "already used" in r.getMessage()]
+    assert len(warned) == 1
+    assert "waiter_id 'approval'" in warned[0]
+    assert "make it unique per wait" in warned[0]

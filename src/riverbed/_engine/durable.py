@@ -97,6 +97,8 @@ class DurableRun(Run):
         self._preclaimed: dict[tuple[int, str], tuple[str, int]] = {}
         #: waiter id -> done once its registration (register_waiter) is in the store
         self._registering: dict[str, asyncio.Future[None]] = {}
+        #: waiter id -> the delivery (seq, step) that registered it in this process
+        self._waiter_owners: dict[str, tuple[int, str]] = {}
         #: this process created the run's row (or acquired it to resume): only then may it
         #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
         #: and that failure must not end (or release) the existing run it collided with.
@@ -726,6 +728,8 @@ class DurableRun(Run):
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and attempt.run is not self:
             attempt = None
+        if attempt is not None:
+            self._check_waiter_id(waiter_id, (attempt.delivery.seq, step))
         # What the step streamed before this wait (a question written with
         # write_event_to_stream, progress) must reach readers now, not when the step ends:
         # the answer may depend on it. It commits with the waiter, so when a re-run of the
@@ -791,6 +795,22 @@ class DurableRun(Run):
         question = announce if row.new else None
         left = None if row.timeout_at is None else max(0.0, row.timeout_at - time.time())
         return None, left if row.timeout_at is not None else timeout, question
+
+    def _check_waiter_id(self, waiter_id: str, delivery: tuple[int, str]) -> None:
+        owner = self._waiter_owners.setdefault(waiter_id, delivery)
+        if owner != delivery:
+            logger.warning(
+                "run %s: step %s waits under waiter_id %r, which event %d of step %s "
+                "already used. In a durable run a recorded waiter id means a re-run of "
+                "that same wait: this wait gets its answer, and what it sent or streamed "
+                "before waiting is not stored again. Leave waiter_id out, or make it "
+                "unique per wait (e.g. include ctx.invocation_id).",
+                self.run_id,
+                delivery[1],
+                waiter_id,
+                owner[0],
+                owner[1],
+            )
 
     def _sent_before(self, attempt: Attempt | None, waiter_id: str) -> SentBeforeWait | None:
         """What ``attempt`` sent before waiting on ``waiter_id``, as rows to commit with
