@@ -138,14 +138,16 @@ async def test_workers_and_the_server_killed_at_random_lose_nothing(
     kills, server_crash, unfinished_at_crash = 0, None, None
     count_unfinished = Unfinished(url)
     started = time.monotonic()
+    timed_out: str | None = None
     try:
         while True:
             left = await count_unfinished()
             if left == 0 and kills >= MIN_KILLS:
                 break
-            assert time.monotonic() - started < MAX_SECONDS, (
-                f"{left} runs unfinished after {MAX_SECONDS} s, {kills} kills"
-            )
+            if time.monotonic() - started >= MAX_SECONDS:
+                # Stop here, but check the rows first: they say why a run did not end.
+                timed_out = f"{left} runs unfinished after {MAX_SECONDS} s, {kills} kills"
+                break
             if left is not None and kills < MIN_KILLS and left < BACKLOG:
                 await feed(BACKLOG)  # keep the workers busy until the kills are done
             await asyncio.sleep(rng.uniform(0.3, 1.5))
@@ -174,6 +176,16 @@ async def test_workers_and_the_server_killed_at_random_lose_nothing(
                 proc.wait()
         pool.close()
     seconds = time.monotonic() - started
+
+    if timed_out is not None:
+        scratch = tmp_path / "copy.db"
+        await copy_to_sqlite(pg_url, scratch)
+        found = crash.check_invariants(scratch, submitted)
+        raise AssertionError(
+            f"{timed_out}; {len(found.violations)} violations {found.violations[:10]}; "
+            f"the runs still running: {await _stuck(pg_url)}; "
+            f"worker logs: {_log_tails(tmp_path)}"
+        )
 
     for proc, log in workers:  # stopped by SIGTERM: a clean exit, no traceback
         text = log.read_text()
@@ -222,6 +234,56 @@ async def _unfinished(url: str) -> list[tuple[str, str, str | None]]:
         return [(r[0], r[1], r[2]) for r in rows]
     finally:
         await conn.close()
+
+
+async def _stuck(url: str) -> list[str]:
+    """The rows of up to 3 runs still running: their owner, and what is left to do."""
+    base, _, query = url.partition("?")
+    conn = await asyncpg.connect(base, server_settings={"search_path": query.split("=")[1]})
+    try:
+        now = time.time()
+        found = []
+        runs = await conn.fetch(
+            "SELECT run_id, owner, owner_heartbeat, next_seq FROM runs"
+            " WHERE status = 'running' LIMIT 3"
+        )
+        for run_id, owner, heartbeat, next_seq in runs:
+            deliveries = await conn.fetch(
+                "SELECT event_seq, step, status, attempts, claim_token IS NOT NULL,"
+                " visible_at, last_error FROM deliveries WHERE run_id = $1"
+                " AND status <> 'done' ORDER BY event_seq",
+                run_id,
+            )
+            rows = [
+                f"{d[0]}/{d[1]} {d[2]} attempts={d[3]} claimed={d[4]}"
+                f" visible_in={d[5] - now:.1f}s error={d[6]!r}"
+                for d in deliveries
+            ]
+            waiters = await conn.fetch(
+                "SELECT waiter_id, step, resolved_seq FROM waiters WHERE run_id = $1", run_id
+            )
+            collected = await conn.fetchval(
+                "SELECT count(*) FROM collected WHERE run_id = $1", run_id
+            )
+            heartbeat_age = None if heartbeat is None else round(now - heartbeat, 1)
+            found.append(
+                f"{run_id}: owner={owner} heartbeat {heartbeat_age} s ago, next_seq="
+                f"{next_seq}, open deliveries {rows}, waiters {[tuple(w) for w in waiters]},"
+                f" {collected} collected"
+            )
+        return found
+    finally:
+        await conn.close()
+
+
+def _log_tails(logs: Path) -> dict[str, str]:
+    """The last lines of the worker logs that are not empty."""
+    tails = {}
+    for log in sorted(logs.glob("worker-*.log")):
+        text = log.read_text().strip()
+        if text:
+            tails[log.name] = text[-1500:]
+    return tails
 
 
 async def _statuses(url: str) -> set[str]:
