@@ -500,3 +500,44 @@ async def test_a_waiter_id_used_by_two_deliveries_is_named(
     assert len(warned) == 1
     assert "waiter_id 'approval'" in warned[0]
     assert "make it unique per wait" in warned[0]
+
+
+class _LateWait(Workflow):
+    """A step starts waiting while the commit of the step that answers it is on its way."""
+
+    @step
+    async def wait(self, ctx: Context, ev: StartEvent) -> StopEvent:
+        await asyncio.sleep(0.05)  # the reply step has run; its commit is held (below)
+        reply = await ctx.wait_for_event(_Pong, timeout=None)
+        return StopEvent(result=reply.n)
+
+    @step
+    async def reply(self, ctx: Context, ev: StartEvent) -> None:
+        ctx.send_event(_Pong(n=3))
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_an_answer_to_a_waiter_newer_than_the_commit_is_recorded(tmp_path: Path) -> None:
+    # The reply's commit was built before the waiter existed, so it could not name it; the
+    # answer the waiter then gets in memory is recorded after the commit. Without that a
+    # crash before the waiting step's end left the waiter unanswered in the store, and
+    # the resumed step waited for an answer that had already been given.
+    db = tmp_path / "runs.db"
+    wf = _LateWait(store=f"sqlite:///{db}")
+    await wf.open_store()
+    store = wf.store
+    assert store is not None
+    commit = store.commit
+
+    async def slow_reply_commit(run_id: str, row: Any) -> int:
+        if row.step == "reply":
+            await asyncio.sleep(0.3)  # the waiter registers meanwhile
+        return await commit(run_id, row)
+
+    store.commit = slow_reply_commit  # type: ignore[method-assign]
+    assert await wf.run(run_id="late") == 3
+    await store.close()
+    [(pong_seq,)] = rows(db, "SELECT seq FROM events WHERE type_key LIKE '%._Pong'")
+    [(waiter_id, resolved)] = rows(db, "SELECT waiter_id, resolved_seq FROM waiters")
+    assert resolved == pong_seq, waiter_id
+    assert sorted(rows(db, "SELECT step FROM commits")) == [("reply",), ("wait",)]

@@ -663,6 +663,23 @@ async def test_a_commit_records_the_answers_its_events_give(store: AnyStore) -> 
     assert resolved == {"w-1": reply, "w-2": earlier}  # the first answer wins
 
 
+async def test_answers_to_waiters_can_be_recorded_after_the_commit(store: AnyStore) -> None:
+    await new_run(store, targets=("start", "other"))
+    await store.claim("r1", 1, "other", "t1", 30)
+    reply = ev(2, "t.Reply", '{"n": 1}', source_step="other")
+    await store.commit("r1", CommitRow(1, "other", 1, "t1", (ProducedRow(reply, ()),), next_seq=3))
+    # waiters that started waiting while that commit was on its way
+    for waiter_id in ("w-late", "w-answered", "w-unborn"):
+        await store.register_waiter("r1", WaiterRow(waiter_id, "start", "t.Reply", "{}"))
+    earlier = ev(3, "t.Reply", '{"n": 0}')
+    await store.submit_event("r1", earlier, (), ("w-answered",))
+    await store.record_answers("r1", [(2, "w-late"), (2, "w-answered"), (9, "w-unborn")])
+    resolved = {w.waiter_id: w.resolved for w in await store.read_waiters("r1")}
+    # the first answer wins, and only an event in the journal answers
+    assert resolved == {"w-late": reply, "w-answered": earlier, "w-unborn": None}
+    await store.record_answers("r1", [])  # nothing to do
+
+
 async def test_events_sent_before_a_wait_commit_with_a_new_waiter(store: AnyStore) -> None:
     await new_run(store)
     await store.claim("r1", 1, "start", "t1", 30)

@@ -543,6 +543,9 @@ class DurableRun(Run):
             super().write_stream(event, None)  # committed: not live
         if status is not None:
             self._finished_by_commit = True
+        late = self._late_answers(attempt, row.resolves)
+        if late:
+            self.background(self._record_answers(late))
         for seq, event in attempt.produced:
             target, lineage = targets.get(seq, (None, delivery.lineage))
             if isinstance(event, StopEvent):
@@ -567,6 +570,41 @@ class DurableRun(Run):
                     seen.add(waiter_id)
                     found.append((seq, waiter_id))
         return tuple(found)
+
+    def _late_answers(
+        self, attempt: Attempt, recorded: tuple[tuple[int, str], ...]
+    ) -> list[tuple[int, str]]:
+        """Waiters this attempt's events are about to answer in memory that its commit
+        did not record: they started waiting while the commit was on its way."""
+        if not self.waiters:
+            return []
+        seen = {waiter_id for _, waiter_id in recorded}
+        late: list[tuple[int, str]] = []
+        for seq, event in attempt.produced:
+            if isinstance(event, StopEvent):
+                break
+            for waiter_id in self.waiters.matching(event):
+                if waiter_id not in seen:
+                    seen.add(waiter_id)
+                    late.append((seq, waiter_id))
+        return late
+
+    async def _record_answers(self, answers: list[tuple[int, str]]) -> None:
+        # The waiters' own registrations must be in the store first (on PostgreSQL they
+        # may still be on another connection). A crash before this write leaves such a
+        # waiter unanswered in the store, as if it had started waiting after the event.
+        pending = [self._registering[w] for _, w in answers if w in self._registering]
+        if pending:
+            await asyncio.wait(pending)
+        try:
+            await self.durable_store.record_answers(self.run_id, answers)
+        except StoreError as exc:
+            logger.warning(
+                "run %s: could not record the answers to waiters %s: %s",
+                self.run_id,
+                ", ".join(w for _, w in answers),
+                exc,
+            )
 
     @staticmethod
     def _collect_rows(attempt: Attempt, action: str) -> tuple[tuple[str, str, int], ...]:

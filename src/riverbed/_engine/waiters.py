@@ -132,7 +132,7 @@ class Waiters:
 
     def matching(self, event: Event) -> tuple[str, ...]:
         """Ids of the waiters ``event`` would answer (nothing is resolved)."""
-        return tuple(w.waiter_id for w in self._waiters if w.matches(event))
+        return tuple(w.waiter_id for w in self._waiters if w.matches(event) and not w.future.done())
 
     def cancel_all(self) -> None:
         for waiter in self._waiters:

@@ -183,3 +183,16 @@ async def delete_runs(conn: PgConn, finished_before: float) -> int:
     for table in (*RUN_CHILD_TABLES, "runs"):
         await conn.execute(f"DELETE FROM {table} WHERE run_id = ANY($1::text[])", run_ids)
     return len(run_ids)
+
+
+async def record_answers(conn: PgConn, run_id: str, answers: Sequence[tuple[int, str]]) -> None:
+    # Only an event that is in the journal can answer; the first answer wins.
+    await conn.execute(
+        "UPDATE waiters w SET resolved_seq = a.seq"
+        " FROM unnest($2::bigint[], $3::text[]) AS a (seq, waiter_id)"
+        " WHERE w.run_id = $1 AND w.waiter_id = a.waiter_id AND w.resolved_seq IS NULL"
+        " AND EXISTS (SELECT 1 FROM events e WHERE e.run_id = $1 AND e.seq = a.seq)",
+        run_id,
+        [seq for seq, _ in answers],
+        [waiter_id for _, waiter_id in answers],
+    )

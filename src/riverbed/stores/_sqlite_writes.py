@@ -519,3 +519,15 @@ def heartbeat(conn: sqlite3.Connection, run_id: str, owner: str, now: float) -> 
             f"Run {run_id!r} is no longer owned by {owner!r} (another process took it over "
             "or it was released); stop executing it here."
         )
+
+
+def record_answers(
+    conn: sqlite3.Connection, run_id: str, answers: Sequence[tuple[int, str]]
+) -> None:
+    # Only an event that is in the journal can answer (the first answer wins, as above).
+    conn.executemany(
+        "UPDATE waiters SET resolved_seq = ? WHERE run_id = ? AND waiter_id = ?"
+        " AND resolved_seq IS NULL"
+        " AND EXISTS (SELECT 1 FROM events WHERE run_id = waiters.run_id AND seq = ?)",
+        [(seq, run_id, waiter_id, seq) for seq, waiter_id in answers],
+    )

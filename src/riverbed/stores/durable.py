@@ -305,6 +305,14 @@ class DurableStore(Protocol):
         waiter is new; ``FencedError`` if the attempt no longer holds its claim."""
         ...
 
+    async def record_answers(self, run_id: str, answers: Sequence[tuple[int, str]]) -> None:
+        """Mark waiters answered by events that are already committed: ``(event seq,
+        waiter id)`` pairs. A waiter already answered keeps its answer, and a pair whose
+        event is not in the run's journal is ignored. For a waiter registered while the
+        commit of the event that answers it was already on its way (the commit could not
+        name it in ``CommitRow.resolves``)."""
+        ...
+
     async def finish_run(
         self, run_id: str, status: RunStatus, result: str | None, error: str | None
     ) -> None:

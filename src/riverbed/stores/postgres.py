@@ -291,6 +291,16 @@ class PostgresStore:
             run_id=run_id,
         )
 
+    async def record_answers(self, run_id: str, answers: Sequence[tuple[int, str]]) -> None:
+        """Mark waiters answered by committed events (see the protocol)."""
+        pairs = tuple(answers)
+        await self._tx(
+            f"recording answers to waiters of run {run_id!r}",
+            lambda c: runs.record_answers(c, run_id, pairs),
+            _idempotent,
+            run_id=run_id,
+        )
+
     async def finish_run(
         self, run_id: str, status: RunStatus, result: str | None, error: str | None
     ) -> None:

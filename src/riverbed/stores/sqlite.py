@@ -251,6 +251,15 @@ class SqliteStore:
             sent,
         )
 
+    async def record_answers(self, run_id: str, answers: Sequence[tuple[int, str]]) -> None:
+        """Mark waiters answered by committed events (see the protocol)."""
+        await self._write(
+            f"recording answers to waiters of run {run_id!r}",
+            writes.record_answers,
+            run_id,
+            tuple(answers),
+        )
+
     async def finish_run(
         self, run_id: str, status: RunStatus, result: str | None, error: str | None
     ) -> None:
