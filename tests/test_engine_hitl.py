@@ -1,6 +1,8 @@
 """ctx.wait_for_event and the human-in-the-loop patterns."""
 
 import asyncio
+import logging
+from pathlib import Path
 
 import pytest
 
@@ -170,6 +172,54 @@ async def test_requirements_filter_which_event_resolves_the_wait() -> None:
     assert unmatched[0] == "bob"
 
 
+@pytest.mark.parametrize("durable", [False, True])
+async def test_an_event_that_meets_no_waiters_requirements_is_dropped(
+    durable: bool, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # No step takes Answer: one that does not meet the waiter's requirements is dropped
+    # (as in LlamaIndex), not refused with "no wait_for_event is waiting for it".
+    class Flow(Workflow):
+        @step
+        async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            answer = await ctx.wait_for_event(
+                Answer, waiter_event=Question(user="ana"), requirements={"user": "ana"}
+            )
+            return StopEvent(result=answer.text)
+
+    options = {"store": f"sqlite:///{tmp_path / 'runs.db'}"} if durable else {}
+    wf = Flow(**options)
+    handler = wf.run()
+    with caplog.at_level(logging.INFO, logger="riverbed"):
+        async for ev in handler.stream_events():
+            if isinstance(ev, Question):
+                await handler.send_event(Answer(user="bob", text="from bob"))
+                handler.ctx.send_event(Answer(user="eve", text="from eve"))
+                for _ in range(5):
+                    await asyncio.sleep(0)
+                assert not handler.done()
+                await handler.send_event(Answer(user="ana", text="from ana"))
+        assert await handler == "from ana"
+    dropped = [r.getMessage() for r in caplog.records if "no waiter" in r.getMessage()]
+    assert len(dropped) == 2
+    assert "Answer meets the requirements of no waiter" in dropped[0]
+    assert dropped[0].endswith("; dropped")
+    if durable:
+        assert wf.store is not None
+        await wf.store.close()
+
+    class NoWaiter(Workflow):
+        @step
+        async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
+            await ctx.wait_for_event(Question, timeout=None)
+            return StopEvent()
+
+    handler = NoWaiter().run()
+    await asyncio.sleep(0.01)
+    with pytest.raises(WorkflowRuntimeError, match="No step accepts Answer"):
+        handler.ctx.send_event(Answer(user="ana", text="x"))  # nobody waits for Answers
+    await handler.cancel_run()
+
+
 async def test_the_event_resolving_a_wait_is_not_delivered_again_to_that_step() -> None:
     calls: list[str] = []
 
@@ -186,24 +236,6 @@ async def test_the_event_resolving_a_wait_is_not_delivered_again_to_that_step() 
     await answer_requests(handler, lambda ev: HumanResponseEvent(response="ok"))
     assert await handler == "ok"
     assert calls == ["StartEvent"]
-
-
-async def test_an_event_nobody_waits_for_or_takes_is_rejected_at_send() -> None:
-    class Flow(Workflow):
-        @step
-        async def ask(self, ctx: Context, ev: StartEvent) -> StopEvent:
-            answer = await ctx.wait_for_event(
-                Answer, waiter_event=Question(user="ana"), requirements={"user": "ana"}
-            )
-            return StopEvent(result=answer.text)
-
-    handler = Flow().run()
-    async for ev in handler.stream_events():
-        if isinstance(ev, Question):
-            with pytest.raises(WorkflowRuntimeError, match="No step accepts Answer"):
-                await handler.send_event(Answer(user="bob", text="x"))
-            await handler.send_event(Answer(user="ana", text="y"))
-    assert await handler == "y"
 
 
 async def test_wait_timeout_raises_in_the_step(clock: FakeClock) -> None:

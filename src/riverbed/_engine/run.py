@@ -10,6 +10,7 @@ import contextvars
 import functools
 import inspect
 import json
+import logging
 import threading
 import time
 import zlib
@@ -58,6 +59,8 @@ if TYPE_CHECKING:
     from riverbed.workflow import Workflow
 
 __all__ = ["Run", "StepRuntime"]
+
+logger = logging.getLogger("riverbed")
 
 #: a run's trace before ``run_started`` was called (a durable run resumed from its rows)
 _UNSTARTED: Any = object()
@@ -287,6 +290,18 @@ class Run:
             delivered = True
             self._enqueue(rt, Delivery(event, seq, lineage), defer)
         if not (delivered or taken or is_input_request):
+            awaited = self.waiters.awaited(event) if self.waiters else []
+            if awaited:
+                # As in LlamaIndex: an event of the type a wait_for_event waits for that
+                # does not meet its requirements is dropped (it is for another waiter,
+                # or for none).
+                logger.info(
+                    "run %s: %s meets the requirements of no waiter (%s); dropped",
+                    self.run_id,
+                    type(event).__name__,
+                    ", ".join(awaited),
+                )
+                return
             raise WorkflowRuntimeError(
                 f"No step accepts {type(event).__name__} and no ctx.wait_for_event is waiting "
                 f"for it. Add a step with a parameter `ev: {type(event).__name__}`, or stop "

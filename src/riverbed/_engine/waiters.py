@@ -130,6 +130,14 @@ class Waiters:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
 
+    def awaited(self, event: Event) -> list[str]:
+        """Ids of the waiters waiting for ``event``'s type, whatever their requirements."""
+        return [
+            w.waiter_id
+            for w in self._waiters
+            if isinstance(event, w.event_type) and not w.future.done()
+        ]
+
     def matching(self, event: Event) -> tuple[str, ...]:
         """Ids of the waiters ``event`` would answer (nothing is resolved)."""
         return tuple(w.waiter_id for w in self._waiters if w.matches(event) and not w.future.done())
