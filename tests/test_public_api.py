@@ -81,7 +81,7 @@ SUBMODULE_NAMES = {
         "wait_fixed",
         "wait_exponential",
     ],
-    "riverbed.context": ["Context"],
+    "riverbed.context": ["Context", "BaseSerializer", "JsonSerializer", "PickleSerializer"],
     "riverbed.decorators": ["step", "catch_error"],
     "riverbed.resource": ["Resource", "ResourceConfig", "ResourceManager"],
     "riverbed.workflow": ["Workflow"],

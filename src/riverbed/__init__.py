@@ -54,6 +54,7 @@ from riverbed.retry_policy import (
     wait_exponential,
     wait_fixed,
 )
+from riverbed.serialization import BaseSerializer, JsonSerializer, PickleSerializer
 from riverbed.state import DictState
 from riverbed.stores import MemoryStore, RunStatus
 from riverbed.workflow import Workflow
@@ -61,6 +62,7 @@ from riverbed.workflow import Workflow
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "BaseSerializer",
     "ConstantDelayRetryPolicy",
     "Context",
     "ContextSerdeError",
@@ -70,8 +72,10 @@ __all__ = [
     "ExponentialBackoffRetryPolicy",
     "HumanResponseEvent",
     "InputRequiredEvent",
+    "JsonSerializer",
     "MemoryStore",
     "NestedEditStateError",
+    "PickleSerializer",
     "Resource",
     "ResourceConfig",
     "ResourceManager",

@@ -19,15 +19,16 @@ from pydantic import BaseModel
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, RetryInfo
 from riverbed.errors import ContextStateError, WorkflowRuntimeError
 from riverbed.events import Event
+from riverbed.serialization import BaseSerializer, JsonSerializer, PickleSerializer
 from riverbed.state import DictState, StateStore
 
 if TYPE_CHECKING:
     from riverbed._engine.run import Run
     from riverbed._engine.stream import EventStream
-    from riverbed.serialization import BaseSerializer
     from riverbed.workflow import Workflow
 
-__all__ = ["Context", "RetryInfo"]
+# The serializers are importable from here too, as from LlamaIndex's ``workflows.context``.
+__all__ = ["BaseSerializer", "Context", "JsonSerializer", "PickleSerializer", "RetryInfo"]
 
 S = TypeVar("S", bound=BaseModel)
 E = TypeVar("E", bound=Event)
