@@ -671,3 +671,100 @@ def test_a_broken_step_keeps_failing_on_every_construction() -> None:
     # The specs are cached only once they are valid.
     build_error(NoStart)
     build_error(NoStart)
+
+
+# -- skip_graph_checks (LlamaIndex's names) ------------------------------------------------
+
+
+class ReturnsAnOrphan(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent | Orphan:
+        return StopEvent()
+
+
+class HasAnUnreachableStep(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> StopEvent:
+        return StopEvent()
+
+    @step
+    async def never(self, ev: Orphan) -> StopEvent:  # Orphan is sent from outside
+        return StopEvent(result="from outside")
+
+
+class LoopsForever(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> Ping:
+        return Ping()
+
+    @step
+    async def again(self, ev: Ping) -> Ping:
+        return Ping()
+
+    @step
+    async def finish(self, ev: Pong) -> Pong | StopEvent:  # never reached from the start
+        return StopEvent()
+
+
+class OtherLoop(Workflow):
+    @step
+    async def start(self, ev: StartEvent) -> Ping | StopEvent:
+        return StopEvent()
+
+    @step(skip_graph_checks=["reachability"])
+    async def never(self, ev: Orphan) -> StopEvent:
+        return StopEvent()
+
+
+def test_skip_graph_checks_turns_off_the_named_check_only() -> None:
+    assert "returns Orphan but no step accepts it" in build_error(ReturnsAnOrphan)
+    assert ReturnsAnOrphan(skip_graph_checks={"terminal_event"})._shape is not None
+
+    assert "accepts Orphan but no step returns it" in build_error(HasAnUnreachableStep)
+    assert HasAnUnreachableStep(skip_graph_checks={"reachability"})._shape is not None
+
+    message = build_error(LoopsForever)
+    assert "No chain of steps leads from StartEvent to a StopEvent" in message
+    assert "Step 'finish' can never run" in message
+    assert LoopsForever(skip_graph_checks={"dead_end", "reachability"})._shape is not None
+    # the other checks still run, and the class's own (unskipped) validation is unchanged
+    message = build_error(LoopsForever, skip_graph_checks={"reachability", "terminal_event"})
+    assert "No chain of steps" in message
+    assert "can never run" not in message
+    assert "returns Orphan" in build_error(ReturnsAnOrphan, skip_graph_checks={"dead_end"})
+    assert "returns Orphan" in build_error(ReturnsAnOrphan)
+
+
+async def test_a_step_can_skip_its_own_reachability_check() -> None:
+    # `never` is exempt; `start` returns Ping, which no step takes: still an error
+    message = build_error(OtherLoop)
+    assert "returns Ping but no step accepts it" in message
+    assert "never" not in message
+
+    class Exempt(Workflow):
+        @step
+        async def start(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result="started")
+
+        @step(skip_graph_checks=["reachability"])
+        async def answer(self, ev: Orphan) -> StopEvent:
+            return StopEvent(result="answered")
+
+    assert await Exempt().run() == "started"
+
+
+def test_unknown_graph_check_names_are_refused_with_the_valid_names() -> None:
+    message = build_error(Valid, skip_graph_checks={"reachabilty"})
+    assert "unknown graph check 'reachabilty'" in message
+    assert "'dead_end', 'reachability', 'terminal_event'" in message
+    with pytest.raises(WorkflowValidationError, match="'dead_end', 'reachability'"):
+        step(skip_graph_checks=["terminal_event"])  # a workflow-wide check only
+
+
+def test_the_first_five_parameters_are_in_llama_index_order() -> None:
+    # LlamaIndex: Workflow(timeout, disable_validation, verbose, resource_manager,
+    # num_concurrent_runs); ported code that passes them by position means the same.
+    workflow = LoopsForever(60, True, False, None, 3)
+    assert workflow._timeout == 60
+    assert workflow._shape is None  # validation disabled: this graph never stops
+    assert workflow._num_concurrent_runs == 3

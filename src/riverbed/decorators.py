@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar, overload
 
 from riverbed.errors import WorkflowValidationError
 from riverbed.step import STEP_ATTR, StepConfig
+from riverbed.validation import STEP_GRAPH_CHECKS, graph_checks
 
 __all__ = ["catch_error", "step"]
 
@@ -64,6 +65,7 @@ def step(
     num_workers: int = 4,
     retry_policy: Any = None,
     timeout: float | None = None,
+    skip_graph_checks: Iterable[str] | None = None,
 ) -> Callable[[F], F]: ...
 
 
@@ -75,19 +77,22 @@ def step(
     num_workers: int = 4,
     retry_policy: Any = None,
     timeout: float | None = None,
+    skip_graph_checks: Iterable[str] | None = None,
 ) -> F | Callable[[F], F]:
     """Make a method (or, with ``workflow=``, a free function) a step of a workflow.
 
     The event parameter's annotation says which events start the step (unions allowed); the
     return annotation says which events it emits. ``num_workers`` caps how many deliveries
     of this step run at once in one run; ``retry_policy`` retries failed attempts;
-    ``timeout`` (seconds) bounds each attempt::
+    ``timeout`` (seconds) bounds each attempt; ``skip_graph_checks`` (``"reachability"``,
+    ``"dead_end"``) exempts this step from those checks of the workflow's graph::
 
         class Flow(Workflow):
             @step(num_workers=8, timeout=30)
             async def fetch(self, ctx: Context, ev: UrlEvent) -> PageEvent: ...
     """
     _check_options(num_workers, timeout)
+    skipped = graph_checks(skip_graph_checks, STEP_GRAPH_CHECKS, "@step(skip_graph_checks=...)")
     localns, outerns = _caller_locals(1)
 
     def decorate(fn: F) -> F:
@@ -105,6 +110,7 @@ def step(
             localns=localns,
             outerns=outerns,
             is_method=workflow is None,
+            skip_graph_checks=skipped,
         )
         return _attach(fn, config, workflow)
 

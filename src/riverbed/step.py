@@ -41,6 +41,8 @@ class StepConfig:
     outerns: dict[str, Any] | None = field(default=None, compare=False, repr=False)
     #: a free function registered with ``@step(workflow=...)`` has no ``self``
     is_method: bool = True
+    #: graph checks not applied to this step (``@step(skip_graph_checks=...)``)
+    skip_graph_checks: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)

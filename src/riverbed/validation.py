@@ -35,6 +35,34 @@ class WorkflowShape:
     uses_human_input: bool
 
 
+#: Graph checks a workflow may skip (``Workflow(skip_graph_checks=...)``), named as in
+#: LlamaIndex: "reachability" (every step can run: what it accepts is produced, on a path
+#: from the start event), "terminal_event" (every event a step returns is taken by a step,
+#: unless it is a StopEvent or an InputRequiredEvent) and "dead_end" (a chain of steps
+#: leads from the start event to a StopEvent).
+WORKFLOW_GRAPH_CHECKS = frozenset({"reachability", "terminal_event", "dead_end"})
+#: The checks one step may be exempted from (``@step(skip_graph_checks=...)``).
+STEP_GRAPH_CHECKS = frozenset({"reachability", "dead_end"})
+
+
+def graph_checks(
+    names: Iterable[str] | None, allowed: frozenset[str], where: str
+) -> frozenset[str]:
+    """``names`` as a set, or a clear error for a name that is not a check."""
+    if names is None:
+        return frozenset()
+    if isinstance(names, str):
+        names = [names]
+    given = frozenset(names)
+    unknown = sorted(given - allowed)
+    if unknown:
+        raise WorkflowValidationError(
+            f"{where}: unknown graph check {', '.join(map(repr, unknown))}. The checks are "
+            f"{', '.join(map(repr, sorted(allowed)))}."
+        )
+    return given
+
+
 def _names(types: Iterable[type]) -> str:
     return ", ".join(sorted(t.__name__ for t in types))
 
@@ -127,8 +155,11 @@ def _catch_error_problems(steps: list[StepSpec], problems: list[str]) -> None:
                 claimed[target] = handler.name
 
 
-def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
-    """Check the graph of ``specs``; raise one error listing every problem."""
+def validate_steps(
+    name: str, specs: dict[str, StepSpec], skip: frozenset[str] = frozenset()
+) -> WorkflowShape:
+    """Check the graph of ``specs``; raise one error listing every problem. ``skip`` names
+    graph checks not to apply (see ``WORKFLOW_GRAPH_CHECKS``)."""
     steps = list(specs.values())
     regular = [s for s in steps if not s.config.catch_error]
     problems: list[str] = []
@@ -140,7 +171,7 @@ def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
                     f"Step {spec.name!r} cannot accept StopEvent ({accepted.__name__}): a "
                     "StopEvent ends the run. Return a different event to continue."
                 )
-            elif not _is_produced(accepted, steps):
+            elif not _is_produced(accepted, steps) and not _skips(spec, "reachability", skip):
                 problems.append(
                     f"Step {spec.name!r} accepts {accepted.__name__} but no step returns it. "
                     f"Add {accepted.__name__} to the return annotation of the step that "
@@ -149,7 +180,7 @@ def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
         for emitted in spec.emitted:
             if issubclass(emitted, (StopEvent, InputRequiredEvent)):
                 continue  # ends the run / goes to a human through the stream
-            if not _consumers(emitted, regular):
+            if not _consumers(emitted, regular) and "terminal_event" not in skip:
                 problems.append(
                     f"Step {spec.name!r} returns {emitted.__name__} but no step accepts it. "
                     f"Add a step with `ev: {emitted.__name__}`, or remove it from "
@@ -158,13 +189,16 @@ def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
     _catch_error_problems(steps, problems)
     if start is not None and stop is not None and not problems:
         reached_steps, reached_events = _reachable(start, regular)
-        if not any(issubclass(e, StopEvent) for e in reached_events):
+        dead_end_exempt = "dead_end" in skip or any(
+            "dead_end" in s.config.skip_graph_checks for s in regular
+        )
+        if not dead_end_exempt and not any(issubclass(e, StopEvent) for e in reached_events):
             problems.append(
                 f"No chain of steps leads from {start.__name__} to a StopEvent in workflow "
                 f"{name!r}."
             )
         for spec in regular:
-            if spec.name not in reached_steps:
+            if spec.name not in reached_steps and not _skips(spec, "reachability", skip):
                 problems.append(
                     f"Step {spec.name!r} can never run: no step reachable from "
                     f"{start.__name__} returns {' | '.join(t.__name__ for t in spec.accepted)}."
@@ -183,6 +217,10 @@ def validate_steps(name: str, specs: dict[str, StepSpec]) -> WorkflowShape:
         for t in (*s.accepted, *s.emitted)
     )
     return WorkflowShape(start, stop, uses_human)
+
+
+def _skips(spec: StepSpec, check: str, skip: frozenset[str]) -> bool:
+    return check in skip or check in spec.config.skip_graph_checks
 
 
 def infer_state_type(name: str, specs: dict[str, StepSpec]) -> type[BaseModel]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ValidationError
@@ -30,7 +30,13 @@ from riverbed.step import STEP_ATTR, StepConfig, StepSpec, build_spec
 from riverbed.stores.base import RunRecord, RunStatus, Store
 from riverbed.stores.durable import DurableStore, RunSnapshot
 from riverbed.stores.memory import MemoryStore
-from riverbed.validation import WorkflowShape, infer_state_type, validate_steps
+from riverbed.validation import (
+    WORKFLOW_GRAPH_CHECKS,
+    WorkflowShape,
+    graph_checks,
+    infer_state_type,
+    validate_steps,
+)
 
 __all__ = ["Workflow"]
 
@@ -42,7 +48,10 @@ class Workflow:
 
     ``timeout`` (seconds) bounds a whole run; the default is no limit, so runs that wait for
     a human are not killed. ``num_concurrent_runs`` caps the runs of this instance going on
-    at once; more wait their turn. ``disable_validation`` skips the graph checks.
+    at once; more wait their turn. ``disable_validation`` skips the graph checks;
+    ``skip_graph_checks`` skips some of them (``"reachability"``, ``"terminal_event"``,
+    ``"dead_end"``, as in LlamaIndex). The positional order of the first five parameters
+    is LlamaIndex's.
     ``verbose`` prints a line to stdout when each step starts and finishes (logging and
     tracing: :mod:`riverbed.tracing`).
     """
@@ -62,12 +71,13 @@ class Workflow:
     def __init__(
         self,
         timeout: float | None = None,
-        verbose: bool = False,
-        num_concurrent_runs: int | None = None,
         disable_validation: bool = False,
-        *,
+        verbose: bool = False,
         resource_manager: ResourceManager | None = None,
+        num_concurrent_runs: int | None = None,
+        *,
         workflow_name: str | None = None,
+        skip_graph_checks: Iterable[str] | None = None,
         store: Store | DurableStore | str | None = None,
         clock: Clock | None = None,
     ) -> None:
@@ -99,7 +109,16 @@ class Workflow:
         self._semaphore: asyncio.Semaphore | None = None
         self._semaphore_loop: asyncio.AbstractEventLoop | None = None
         specs = self._step_specs()
-        self._shape = None if disable_validation else type(self)._validated_shape()
+        skip = graph_checks(
+            skip_graph_checks, WORKFLOW_GRAPH_CHECKS, "Workflow(skip_graph_checks=...)"
+        )
+        if disable_validation:
+            self._shape = None
+        elif skip:
+            cls = type(self)
+            self._shape = validate_steps(f"{cls.__module__}.{cls.__qualname__}", specs, skip)
+        else:
+            self._shape = type(self)._validated_shape()
         if not disable_validation:
             self._check_resources(specs)
         self._state_cls: type[BaseModel] = infer_state_type(self.workflow_name, specs)
