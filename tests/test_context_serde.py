@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +19,7 @@ from riverbed import (
     StateValidationError,
     StopEvent,
     Workflow,
+    WorkflowRuntimeError,
     step,
 )
 from riverbed.serialization import JsonSerializer, PickleSerializer
@@ -54,6 +56,38 @@ async def test_pause_at_human_input_and_resume_from_json() -> None:
     await resumed.send_event(HumanResponseEvent(response="ana"))
     assert await resumed == "rivers: ana"
     assert wf.calls == ["ask", "answer"]  # every step ran exactly once
+
+
+async def test_a_paused_payload_does_not_start_a_new_durable_run(tmp_path: Path) -> None:
+    # A durable workflow continues its runs from the store. Given a from_dict context it
+    # started a NEW run from an empty StartEvent (the first step ran again and failed);
+    # now it says where durable runs continue, and nothing is recorded.
+    wf = Asker()
+    handler = wf.run(topic="rivers")
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break
+    payload = handler.ctx.to_dict()
+    await handler.cancel_run()
+
+    class DurableAsker(Asker):
+        def __init__(self) -> None:
+            Workflow.__init__(self, store=f"sqlite:///{tmp_path / 'runs.db'}")
+            self.calls = []
+
+    durable = DurableAsker()
+    with pytest.raises(WorkflowRuntimeError, match=r"workflow\.resume\(run_id\)"):
+        durable.run(ctx=Context.from_dict(durable, payload))
+    assert durable.calls == []
+    await durable.open_store()
+    assert durable.store is not None
+    assert await durable.store.list_runs() == []
+    # the same payload continues on a workflow without a store
+    in_memory = Asker()
+    resumed = in_memory.run(ctx=Context.from_dict(in_memory, payload))
+    await resumed.send_event(HumanResponseEvent(response="ana"))
+    assert await resumed == "rivers: ana"
+    await durable.store.close()
 
 
 class Part(Event):

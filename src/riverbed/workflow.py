@@ -335,10 +335,19 @@ class Workflow:
                 f"This Context was made for {type(ctx._workflow).__name__}, not "
                 f"{type(self).__name__}. Create it with Context(workflow)."
             )
-        run = self._new_run(ctx, run_id or uuid.uuid4().hex, store or self._store)
+        target = store or self._store
+        if ctx._resume_work is not None and getattr(target, "durable", False):
+            raise WorkflowRuntimeError(
+                "This Context comes from Context.from_dict(): it continues a paused run in "
+                "memory, but this workflow's runs are durable (store=...). A durable run "
+                "continues from the store: use `await workflow.resume(run_id)` (or "
+                "`workflow.send_event(run_id, ...)` to answer it). To continue from the "
+                "payload instead, run a workflow built without store=."
+            )
+        run = self._new_run(ctx, run_id or uuid.uuid4().hex, target)
         ctx._begin(run)
         resume_work, ctx._resume_work = ctx._resume_work, None
-        if resume_work is not None and not isinstance(run, DurableRun):
+        if resume_work is not None:
             run.start_resumed(*resume_work)
         else:
             run.start(event)
