@@ -541,3 +541,70 @@ async def test_an_answer_to_a_waiter_newer_than_the_commit_is_recorded(tmp_path:
     [(waiter_id, resolved)] = rows(db, "SELECT waiter_id, resolved_seq FROM waiters")
     assert resolved == pong_seq, waiter_id
     assert sorted(rows(db, "SELECT step FROM commits")) == [("reply",), ("wait",)]
+
+
+class _Tool(Event):
+    q: str
+
+
+class _ToolReply(Event):
+    answer: str
+
+
+class _Agent(Workflow):
+    """Both steps change the state; one waits for the other's reply."""
+
+    @step
+    async def plan(self, ctx: Context, ev: StartEvent) -> _Tool | StopEvent:
+        await ctx.store.set("phase", "calling the tool")
+        ctx.send_event(_Tool(q=ev.q))
+        reply = await ctx.wait_for_event(_ToolReply, timeout=None)
+        await ctx.store.set("phase", "done")
+        return StopEvent(result=f"{ev.q} -> {reply.answer}")
+
+    @step
+    async def tool(self, ctx: Context, ev: _Tool) -> None:
+        phase = await ctx.store.get("phase")
+        await ctx.store.set("tool_saw", phase)
+        ctx.send_event(_ToolReply(answer=ev.q[::-1]))
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_step_that_changed_the_state_lets_others_change_it_while_it_waits(
+    tmp_path: Path,
+) -> None:
+    # The state a step changed before a wait commits with its waiter and the step gives
+    # up the state's writer lease while it waits. It held the lease until its end, so the
+    # tool step, which changes the state too, waited for it: the run could never finish.
+    db = tmp_path / "runs.db"
+    wf = _Agent(store=f"sqlite:///{db}")
+    handler = wf.run(run_id="agent", q="abc")
+    assert await asyncio.wait_for(handler, 10) == "abc -> cba"
+    assert await handler.ctx.store.get("tool_saw") == "calling the tool"
+    await wf.store.close()
+    [(state_json,)] = rows(db, "SELECT state FROM runs")
+    assert json.loads(state_json) == {"phase": "done", "tool_saw": "calling the tool"}
+    # the same run in memory, for comparison
+    assert await _Agent().run(q="abc") == "abc -> cba"
+
+
+async def test_state_changed_before_a_wait_is_not_applied_twice_after_a_crash(
+    tmp_path: Path,
+) -> None:
+    """Killed after the answering step's commit: the asking step's state change before
+    its wait was committed with the waiter; run again, the step changes the state again
+    before reaching the same waiter, and that second copy is undone."""
+    db = tmp_path / "state-wait.db"
+    run_id = "state-wait-1"
+    env = {**os.environ, **crashpoints_env(after_commit=1.0)}
+    first = child("start-state-wait", str(db), run_id, env=env)
+    assert first.returncode == -signal.SIGKILL, first.stderr
+    assert rows(db, "SELECT step FROM commits") == [("answer",)]
+    [(state_json,)] = rows(db, "SELECT state FROM runs")
+    assert json.loads(state_json) == {"asks": 1, "answers": 1}
+
+    wf = hitl.StateWaitFlow(store=hitl.url(db))
+    handler = await wf.resume(run_id)
+    assert await asyncio.wait_for(handler, 30) == "rivers: pong, asks=1, answers=1"
+    await wf.store.close()
+    assert sorted(rows(db, "SELECT step, attempt FROM commits")) == [("answer", 1), ("ask", 2)]

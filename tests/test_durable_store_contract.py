@@ -704,6 +704,25 @@ async def test_events_sent_before_a_wait_commit_with_a_new_waiter(store: AnyStor
     assert await store.commit("r1", CommitRow(2, "answer", 1, "tp", next_seq=3)) == 1
 
 
+async def test_state_changed_before_a_wait_commits_with_a_new_waiter(store: AnyStore) -> None:
+    await new_run(store)
+    await store.claim("r1", 1, "start", "t1", 30)
+    stale = SentBeforeWait(1, "start", "old", (), state='{"n": 9}')
+    with pytest.raises(FencedError):
+        await store.register_waiter("r1", WaiterRow("w-0", "start", "t.Pong", "{}"), (), stale)
+    waiter = WaiterRow("w-1", "start", "t.Pong", "{}")
+    sent = SentBeforeWait(1, "start", "t1", (), state='{"n": 1}')
+    assert (await store.register_waiter("r1", waiter, (), sent)).new
+    snap = await store.acquire_run("r1", ME)
+    assert (snap.state, snap.extra["state_version"]) == ('{"n": 1}', "1")
+    assert [e.seq for e in await store.read_events("r1")] == [1]  # no event was sent
+    # a re-run reaching the same waiter writes nothing again
+    again = SentBeforeWait(1, "start", "t1", (), state='{"n": 2}')
+    assert not (await store.register_waiter("r1", waiter, (), again)).new
+    snap = await store.acquire_run("r1", ME)
+    assert (snap.state, snap.extra["state_version"]) == ('{"n": 1}', "1")
+
+
 async def test_memos_keep_the_first_value(store: AnyStore) -> None:
     await new_run(store)
     assert await store.get_memo("r1", "inv", "llm") is None

@@ -16,6 +16,8 @@ Run from the project root as ``python -m tests.crash.hitl MODE DBPATH RUN_ID [AR
   run it with a crash point that kills it after the answering step's commit);
 - ``start-send-wait`` starts a :class:`SendWaitFlow` run and awaits it (killed, like
   ``start-internal``, after the first commit);
+- ``start-state-wait`` starts a :class:`StateWaitFlow` run and awaits it (killed after
+  the first commit, too);
 - ``answer`` sends ``HumanResponseEvent(response=ARG)`` with ``client_event_id="answer-1"``
   to a :class:`WaitFlow` run, then waits for the result and prints it.
 
@@ -28,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+
+from pydantic import BaseModel
 
 from riverbed import (
     Context,
@@ -144,6 +148,33 @@ class SendWaitFlow(Workflow):
         ctx.send_event(Reply(value="pong"))
 
 
+class Tally(BaseModel):
+    asks: int = 0
+    answers: int = 0
+
+
+class StateWaitFlow(Workflow):
+    """Like :class:`SendWaitFlow`, and both steps change the state (the asking step before
+    its wait)."""
+
+    @step
+    async def ask(self, ctx: Context[Tally], ev: Ask) -> Ping | StopEvent:
+        async with ctx.store.edit_state() as tally:
+            tally.asks += 1
+        ctx.send_event(Ping())
+        reply = await ctx.wait_for_event(Reply, timeout=None)
+        tally = await ctx.store.get_state()
+        return StopEvent(
+            result=f"{ev.topic}: {reply.value}, asks={tally.asks}, answers={tally.answers}"
+        )
+
+    @step
+    async def answer(self, ctx: Context[Tally], ev: Ping) -> None:
+        async with ctx.store.edit_state() as tally:
+            tally.answers += 1
+        ctx.send_event(Reply(value="pong"))
+
+
 def url(db_path: str) -> str:
     return f"sqlite:///{db_path}"
 
@@ -175,10 +206,13 @@ async def main(mode: str, db_path: str, run_id: str, *args: str) -> int:
         print(await handler, flush=True)
         await pair.store.close()
         return 0
-    if mode in ("start-internal", "start-send-wait"):
-        flow = (InternalAnswerFlow if mode == "start-internal" else SendWaitFlow)(
-            store=url(db_path)
-        )
+    if mode in ("start-internal", "start-send-wait", "start-state-wait"):
+        flows = {
+            "start-internal": InternalAnswerFlow,
+            "start-send-wait": SendWaitFlow,
+            "start-state-wait": StateWaitFlow,
+        }
+        flow = flows[mode](store=url(db_path))
         print(await flow.run(run_id=run_id, start_event=Ask(topic="rivers")), flush=True)
         await flow.store.close()
         return 0

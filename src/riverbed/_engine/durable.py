@@ -824,6 +824,11 @@ class DurableRun(Run):
                         self._publish_committed(event)
             if sent is not None:
                 self._route_sent(attempt, sent, row.new)
+                if sent.state is not None:
+                    # Committed with the waiter; or, when an earlier run of this step
+                    # reached the same waiter, committed then: this run's changes before
+                    # the wait are its second copy and are undone.
+                    self._release_writer(attempt, restore=not row.new)
         if row.resolved is not None:
             return self.codec.load(row.resolved.type_key, row.resolved.payload), None, None
         if attempt is not None and attempt.produced and row.new:
@@ -851,11 +856,11 @@ class DurableRun(Run):
             )
 
     def _sent_before(self, attempt: Attempt | None, waiter_id: str) -> SentBeforeWait | None:
-        """What ``attempt`` sent before waiting on ``waiter_id``, as rows to commit with
-        the waiter; None when there is nothing to send early (or it must wait for the
-        step's commit: a StopEvent among them, or a waiter this attempt registered
-        before)."""
-        if attempt is None or not attempt.produced:
+        """What ``attempt`` sent (and the state it changed) before waiting on
+        ``waiter_id``, to commit with the waiter; None when there is nothing to commit early
+        (or it must wait for the step's commit: a StopEvent among them, or a waiter this
+        attempt registered before)."""
+        if attempt is None or not (attempt.produced or attempt.holds_state):
             return None
         if attempt.waited is not None and waiter_id in attempt.waited:
             return None
@@ -873,12 +878,16 @@ class DurableRun(Run):
                     EventRow(seq, key, payload, attempt.rt.spec.name), names, lineage, claims
                 )
             )
+        # The state it changed goes with them: the step then gives up the state's writer
+        # lease while it waits, so the steps that answer it may change the state too.
+        state = self.codec.dump_state(self.ctx._state_store._state) if attempt.holds_state else None
         return SentBeforeWait(
             attempt.delivery.seq,
             attempt.rt.spec.name,
             attempt.token,
             tuple(rows),
             float(getattr(self.durable_store, "lease_seconds", 30.0)),
+            state,
         )
 
     def _route_sent(self, attempt: Attempt, sent: SentBeforeWait, new: bool) -> None:

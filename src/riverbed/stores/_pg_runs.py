@@ -68,7 +68,7 @@ async def register_waiter(
             run_id,
             len(announce),
         )
-    if inserted == 1 and sent is not None and sent.produced:
+    if inserted == 1 and sent is not None and (sent.produced or sent.state is not None):
         await insert_sent(conn, run_id, sent, now)
     stored = (await read_waiters(conn, run_id, waiter.waiter_id))[0]
     return dataclasses.replace(stored, new=inserted == 1)

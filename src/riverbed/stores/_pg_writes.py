@@ -408,8 +408,9 @@ async def commit(conn: PgConn, run_id: str, c: CommitRow, now: float) -> int:
 
 
 async def insert_sent(conn: PgConn, run_id: str, sent: SentBeforeWait, now: float) -> None:
-    """The events a step sent before it waits, with their deliveries (register_waiter's
-    transaction, the run row locked), fenced by the attempt's claim."""
+    """The events a step sent before it waits, with their deliveries, and the state it
+    changed (register_waiter's transaction, the run row locked), fenced by the attempt's
+    claim."""
     held = await conn.fetchval(
         "SELECT 1 FROM deliveries WHERE run_id = $1 AND event_seq = $2 AND step = $3"
         " AND status = 'running' AND claim_token = $4",
@@ -423,6 +424,14 @@ async def insert_sent(conn: PgConn, run_id: str, sent: SentBeforeWait, now: floa
             f"Delivery ({sent.event_seq}, {sent.step!r}) of run {run_id!r} is no longer "
             "claimed by this attempt; the events it sent before waiting were discarded."
         )
+    if sent.state is not None:
+        await conn.execute(
+            "UPDATE runs SET state = $2, state_version = state_version + 1 WHERE run_id = $1",
+            run_id,
+            sent.state,
+        )
+    if not sent.produced:
+        return
     await _insert_events(conn, run_id, [p.event for p in sent.produced], now)
     rows = [
         (p.event.seq, target, p.lineage, token)

@@ -403,7 +403,7 @@ def register_waiter(
             "UPDATE runs SET stream_next = stream_next + ? WHERE run_id = ?",
             (len(announce), run_id),
         )
-    if inserted == 1 and sent is not None and sent.produced:
+    if inserted == 1 and sent is not None and (sent.produced or sent.state is not None):
         fenced = conn.execute(
             "SELECT 1 FROM deliveries WHERE run_id = ? AND event_seq = ? AND step = ?"
             " AND status = 'running' AND claim_token = ?",
@@ -413,6 +413,11 @@ def register_waiter(
             raise FencedError(
                 f"Delivery ({sent.event_seq}, {sent.step!r}) of run {run_id!r} is no longer "
                 "claimed by this attempt; the events it sent before waiting were discarded."
+            )
+        if sent.state is not None:
+            conn.execute(
+                "UPDATE runs SET state = ?, state_version = state_version + 1 WHERE run_id = ?",
+                (sent.state, run_id),
             )
         for produced in sent.produced:
             _insert_event(conn, run_id, produced.event, now)
@@ -426,10 +431,11 @@ def register_waiter(
                 produced.claims,
                 now + sent.lease_seconds,
             )
-        conn.execute(
-            "UPDATE runs SET next_seq = max(next_seq, ?) WHERE run_id = ?",
-            (max(p.event.seq for p in sent.produced) + 1, run_id),
-        )
+        if sent.produced:
+            conn.execute(
+                "UPDATE runs SET next_seq = max(next_seq, ?) WHERE run_id = ?",
+                (max(p.event.seq for p in sent.produced) + 1, run_id),
+            )
     stored = read_waiters(conn, run_id, waiter.waiter_id)[0]
     return dataclasses.replace(stored, new=inserted == 1)
 

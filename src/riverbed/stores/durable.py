@@ -185,15 +185,18 @@ class CommitRow:
 
 @dataclass(frozen=True)
 class SentBeforeWait:
-    """Events a step sent before it waits (``ctx.send_event`` then ``ctx.wait_for_event``):
-    committed with its waiter, so the steps they go to can run (and answer) while it
-    waits. Fenced like a commit: only the attempt holding the delivery's claim writes them."""
+    """What a step did before it waits, committed with its waiter: the events it sent
+    (``ctx.send_event`` then ``ctx.wait_for_event``), so the steps they go to can run (and
+    answer) while it waits, and the state it changed (``state``, JSON), so other steps
+    can change the state while it waits. Fenced like a commit: only the attempt holding
+    the delivery's claim writes them."""
 
     event_seq: int
     step: str
     claim_token: str
     produced: tuple[ProducedRow, ...]
     lease_seconds: float = 30.0
+    state: str | None = None
 
 
 @dataclass(frozen=True)
