@@ -327,7 +327,7 @@ def test_retry_policy_defaults() -> None:
     assert policy == retry_policy(retry=None)
 
 
-def test_retry_policy_asks_retry_then_stop_then_wait() -> None:
+def test_retry_policy_asks_retry_then_wait_then_stop() -> None:
     policy = retry_policy(
         retry=retry_if_exception_type(TimeoutError),
         stop=stop_after_attempt(4) | stop_after_delay(10),
