@@ -204,7 +204,7 @@ async def test_a_step_returning_a_non_event_fails_the_run() -> None:
 async def test_test_runner_collects_the_stream() -> None:
     result = await WorkflowTestRunner(SyncSteps()).run()
     assert result.result == [0, 1, 2]
-    assert result.event_types[Middle] == 3
+    assert result.all_event_types[Middle] == 3
     assert isinstance(result.collected[-1], StopEvent)
 
 

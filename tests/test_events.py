@@ -163,3 +163,50 @@ def test_step_failed_event_carries_the_failure() -> None:
     )
     assert ev.exception is error
     assert ev.input_event.text == "q"
+
+
+def test_len_counts_the_extra_data_only() -> None:
+    # As in LlamaIndex: len() is the number of undeclared items, declared fields aside.
+    assert len(Query(text="hi", user="ana", tags=["a"])) == 2
+    assert len(Query(text="hi")) == 0
+    assert len(StopEvent(result=3, note="n")) == 1
+    ev = Event()
+    ev["a"] = 1
+    assert len(ev) == 1
+    assert bool(Event()) is True  # still truthy when empty
+
+
+def test_llamaindex_shaped_data_is_read_as_extras() -> None:
+    # llama-index-workflows dumps undeclared fields under "_data".
+    peer_json = '{"text": "hi", "_data": {"user": "ana", "tags": ["a"]}}'
+    ev = Query.model_validate_json(peer_json)
+    assert (ev.text, ev.get("user"), ev.tags) == ("hi", "ana", ["a"])
+    assert Query.model_validate_json(peer_json.encode()).get("user") == "ana"
+    from_dict = Query.model_validate({"text": "hi", "_data": {"user": "ana"}})
+    assert from_dict == Query(text="hi", user="ana")
+    from_strings = Query.model_validate_strings({"text": "hi", "limit": "2", "_data": {"u": "v"}})
+    assert (from_strings.limit, from_strings.u) == (2, "v")
+    assert StopEvent.model_validate({"result": 3, "_data": {"a": 1}}).a == 1
+
+
+def test_llamaindex_shaped_data_keeps_riverbeds_flat_output() -> None:
+    ev = Query.model_validate({"text": "hi", "_data": {"user": "ana"}})
+    assert ev.model_dump() == {"text": "hi", "limit": 5, "user": "ana"}
+    assert "_data" not in ev.model_dump_json()
+    assert Query.model_validate_json(ev.model_dump_json()) == ev
+
+
+def test_top_level_keys_win_over_nested_data() -> None:
+    ev = Query.model_validate({"text": "hi", "user": "top", "_data": {"user": "nested"}})
+    assert ev.user == "top"
+
+
+def test_a_data_key_that_is_not_a_dict_stays_an_extra() -> None:
+    assert Query.model_validate({"text": "hi", "_data": 3}).get("_data") == 3
+
+
+def test_bad_json_with_a_data_key_raises_a_validation_error() -> None:
+    with pytest.raises(ValidationError):
+        Query.model_validate_json('{"text": "hi", "_data": ')
+    with pytest.raises(ValidationError):
+        Query.model_validate_json('{"_data": {"user": "ana"}}')  # text is missing

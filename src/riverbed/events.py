@@ -14,9 +14,13 @@ read as attributes, with ``ev["key"]`` and with ``ev.get("key", default)``::
 from __future__ import annotations
 
 from collections.abc import ItemsView, KeysView, ValuesView
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = [
     "Event",
@@ -31,6 +35,16 @@ __all__ = [
 ]
 
 _MISSING: Any = object()
+
+
+def _merge_peer_data(obj: Any) -> Any:
+    # LlamaIndex dumps undeclared fields under a "_data" key; riverbed keeps them at the top
+    # level. Top-level keys win, as they do in LlamaIndex's constructor.
+    if type(obj) is dict and isinstance(obj.get("_data"), dict):
+        merged = dict(obj["_data"])
+        merged.update((k, v) for k, v in obj.items() if k != "_data")
+        return merged
+    return obj
 
 
 class Event(BaseModel):
@@ -79,13 +93,45 @@ class Event(BaseModel):
         """Pairs of the extra data, like a dict."""
         return self._extra().items()
 
+    def __len__(self) -> int:
+        """How many extra (undeclared) data items the event holds, like ``len(ev.keys())``."""
+        return len(self._extra())
+
     def to_dict(self) -> dict[str, Any]:
-        """Fields and extra data as a plain dict."""
+        """Fields and extra data as a plain dict (LlamaIndex returns the extra data only)."""
         return self.model_dump()
 
     def __bool__(self) -> bool:
         # An event with no data must still be truthy: `if ev:` means "there is an event".
         return True
+
+    # LlamaIndex's JSON nests the extra data under "_data"; reading it merges that dict into
+    # the extras. The check sits in the validate entry points, not in a model validator,
+    # which would slow every `Event(...)` by 15-20%. Output keeps riverbed's flat shape.
+
+    @classmethod
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """Validate ``obj``; a ``"_data"`` dict (LlamaIndex's dump shape) becomes extra data."""
+        return super().model_validate(_merge_peer_data(obj), **kwargs)
+
+    @classmethod
+    def model_validate_json(cls, json_data: str | bytes | bytearray, **kwargs: Any) -> Self:
+        """Validate JSON; a ``"_data"`` object (LlamaIndex's dump shape) becomes extra data."""
+        key: Any = '"_data"' if isinstance(json_data, str) else b'"_data"'
+        if key in json_data:
+            try:
+                parsed = pydantic_core.from_json(json_data)
+            except ValueError:
+                parsed = None  # invalid JSON: let pydantic raise its ValidationError
+            merged = _merge_peer_data(parsed)
+            if merged is not parsed:
+                json_data = pydantic_core.to_json(merged)
+        return super().model_validate_json(json_data, **kwargs)
+
+    @classmethod
+    def model_validate_strings(cls, obj: Any, **kwargs: Any) -> Self:
+        """Validate string data; a ``"_data"`` dict becomes extra data."""
+        return super().model_validate_strings(_merge_peer_data(obj), **kwargs)
 
 
 class StartEvent(Event):

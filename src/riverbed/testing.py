@@ -6,7 +6,8 @@
     wf = MyWorkflow(timeout=3600, clock=clock)      # retries, timeouts, waits: instant
     result = await WorkflowTestRunner(wf).run(topic="x")
     assert result.result == "done"
-    assert result.event_types[StepEvent] == 3
+    assert result.event_types[ProgressEvent] == 3      # streamed events, by type
+    assert result.all_event_types[StepEvent] == 3      # every event of the run, by type
 """
 
 from __future__ import annotations
@@ -150,11 +151,11 @@ async def _until_idle(loop: asyncio.AbstractEventLoop) -> None:
 
 @dataclass
 class WorkflowTestResult:
-    """What a test run gives back."""
+    """What a test run gives back. The first four fields are LlamaIndex's."""
 
-    #: the stream events, in order (the terminal event included)
+    #: the stream events, in order (the terminal event included), less ``exclude_events``
     collected: list[Event]
-    #: how many events of each type entered the run (routed, sent or streamed)
+    #: how many events of each type ``collected`` holds
     event_types: Counter[type[Event]]
     #: what awaiting the handler returned
     result: Any
@@ -162,6 +163,9 @@ class WorkflowTestResult:
     ctx: Context[Any]
     #: every event that entered the run, in order (start event, produced and sent events)
     events: list[Event] = field(default_factory=list)
+    #: how many events of each type the run had: those in ``events`` and every stream
+    #: event, whether streamed only or excluded from ``collected``
+    all_event_types: Counter[type[Event]] = field(default_factory=Counter)
 
 
 class WorkflowTestRunner:
@@ -174,10 +178,18 @@ class WorkflowTestRunner:
         self,
         start_event: StartEvent | None = None,
         ctx: Context[Any] | None = None,
+        expose_internal: bool = True,
         exclude_events: list[type[Event]] | None = None,
         **kwargs: Any,
     ) -> WorkflowTestResult:
-        """Run to the end; raises what the run raises."""
+        """Run to the end; raises what the run raises.
+
+        Give either ``start_event`` or the keyword arguments to build it from.
+        ``exclude_events`` leaves events of exactly those types (not their subclasses, as
+        in LlamaIndex) out of ``collected`` and ``event_types``. ``expose_internal`` is
+        accepted for LlamaIndex compatibility and changes nothing: riverbed has no
+        internal events on the stream.
+        """
         # A journaling store of its own, so every event of the run can be returned.
         store = MemoryStore(max_finished_runs=1, journal=True)
         handler = self._workflow.run(ctx=ctx, start_event=start_event, store=store, **kwargs)
@@ -188,11 +200,18 @@ class WorkflowTestRunner:
         run = handler.ctx._run
         if run is not None:
             run.observe_route = events.append
-        excluded = tuple(exclude_events or ())
-        collected = [ev async for ev in handler.stream_events() if not isinstance(ev, excluded)]
+        excluded = set(exclude_events or ())
+        streamed = [ev async for ev in handler.stream_events(expose_internal=expose_internal)]
         result = await handler
+        collected = [ev for ev in streamed if type(ev) not in excluded]
         counts: Counter[type[Event]] = Counter(type(e) for e in events)
-        for ev in collected:
-            if not any(ev is e for e in events):
-                counts[type(ev)] += 1
-        return WorkflowTestResult(collected, counts, result, handler.ctx, events)
+        routed = {id(e) for e in events}
+        counts.update(type(ev) for ev in streamed if id(ev) not in routed)
+        return WorkflowTestResult(
+            collected=collected,
+            event_types=Counter(type(ev) for ev in collected),
+            result=result,
+            ctx=handler.ctx,
+            events=events,
+            all_event_types=counts,
+        )
