@@ -4,6 +4,7 @@ standard input, Ctrl-C (SIGINT) in the middle of a durable run, exit codes."""
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import sqlite3
 import subprocess
@@ -167,13 +168,16 @@ def test_ctrl_c_leaves_a_durable_run_resumable_and_resume_finishes_it(tmp_path: 
     out, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     assert out == ""
-    assert f"riverbed runs resume long-1 --store sqlite:///long.db {spec}" in err
+    hint = err.split("Continue it with: ", 1)[1].strip()
+    store_path = (tmp_path / "long.db").resolve()
+    assert hint == f"riverbed runs resume long-1 {spec} --store sqlite:///{store_path}"
     with sqlite3.connect(tmp_path / "long.db") as db:
         assert db.execute("SELECT status FROM runs").fetchall() == [("running",)]
 
-    resumed = riverbed(
-        "runs", "resume", "long-1", spec, "--store", "sqlite:///long.db", cwd=tmp_path
-    )
+    # The printed command, as printed, works from another directory.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    resumed = riverbed(*shlex.split(hint)[1:], cwd=elsewhere)
     assert resumed.returncode == 0, resumed.stderr
     assert resumed.stdout == f"6 steps done, checksum {sum(i * i for i in range(1, 7))}\n"
     shown = riverbed(

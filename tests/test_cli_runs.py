@@ -118,8 +118,28 @@ def test_resume_of_a_finished_run_is_refused_in_one_line(
     assert main(["runs", "resume", "g1", "--workflow", flow("greeter"), "--store", store]) == 2
     err = capsys.readouterr().err
     assert err.startswith("riverbed: error: ")
-    assert "g1" in err
+    assert "Run 'g1' already finished" in err
+    assert "`riverbed runs show g1 --store sqlite:///" in err  # a command, not Python
     assert len(err.splitlines()) == 1
+    assert main(["runs", "resume", "nope", flow("greeter"), "--store", store]) == 2
+    err = capsys.readouterr().err
+    assert "No run 'nope' in sqlite:///" in err
+    assert "`riverbed runs list --store sqlite:///" in err
+
+
+def test_resume_takes_the_workflow_after_the_options_too(
+    store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `runs resume RUN_ID --store URL MODULE:NAME` (the order riverbed printed before):
+    # argparse left MODULE:NAME unrecognized, so the command failed with a usage error.
+    capsys.readouterr()
+    assert main(["runs", "resume", "g1", "--store", store, flow("greeter")]) == 2
+    err = capsys.readouterr().err
+    assert "already finished" in err  # got as far as the run: the workflow was taken
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error, as before
+        main(["runs", "resume", "g1", "--store", store, flow("greeter"), "extra"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_resume_needs_the_workflow(store: str, capsys: pytest.CaptureFixture[str]) -> None:

@@ -102,3 +102,35 @@ def test_module_entry_point_reports_bad_settings_in_one_line() -> None:
     assert done.stderr.startswith("error: Refusing to listen on '0.0.0.0' without a token")
     assert "Traceback" not in done.stderr
     assert not (TESTS / "unused.db").exists()
+
+
+def test_run_server_reports_a_taken_port_and_a_damaged_store_before_listening(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    from riverbed.errors import StoreCorruptError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        workflow = Approval(store=SqliteStore(tmp_path / "runs.db"))
+        with pytest.raises(ServerConfigError, match=f"Port {port} on 127.0.0.1 is already in use"):
+            run_server([workflow], None, "127.0.0.1", port, None)
+    with pytest.raises(ServerConfigError, match="between 1 and 65535"):
+        run_server([workflow], None, "127.0.0.1", 99999, None)
+    damaged = tmp_path / "damaged.db"
+    damaged.write_bytes(b"not a database" * 300)
+    with pytest.raises(StoreCorruptError, match="riverbed did not modify it"):
+        # a free port: the store check comes right before listening
+        run_server([workflow], f"sqlite:///{damaged}", "127.0.0.1", _free_port(), None)
+    assert damaged.read_bytes() == b"not a database" * 300
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])

@@ -141,7 +141,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``riverbed`` command with ``argv`` (default: ``sys.argv[1:]``); returns
     the exit code. Bad input prints one line and returns 2."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # `runs resume RUN_ID --store URL MODULE:NAME`: argparse gives the optional
+        # MODULE:NAME up when an option comes between it and RUN_ID; take it back.
+        if (
+            getattr(args, "runs_command", None) == "resume"
+            and args.workflow is None
+            and len(unknown) == 1
+            and not unknown[0].startswith("-")
+        ):
+            args.workflow = unknown[0]
+        else:
+            parser.parse_args(argv)  # reports the unrecognized arguments, as before
     try:
         return _dispatch(args)
     except (UsageError, LoadError) as exc:

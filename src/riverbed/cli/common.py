@@ -123,6 +123,17 @@ def run_async(coro: Coroutine[Any, Any, T], store: Any = None) -> T:
     return asyncio.run(main())
 
 
+def absolute_store_url(url: str) -> str:
+    """``url`` with a relative SQLite path made absolute, so it works from any directory."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix) or url.startswith(prefix + "/"):
+        return url
+    path, mark, query = url[len(prefix) :].partition("?")
+    if not path or path == ":memory:":
+        return url
+    return f"{prefix}{Path(path).resolve()}{mark}{query}"
+
+
 def describe_store(store: Any) -> str:
     """A URL for ``store``, to tell a user how to come back to it."""
     path = getattr(store, "path", None)

@@ -28,6 +28,7 @@ from riverbed.cli.common import (
     EXIT_OK,
     EXIT_TIMED_OUT,
     UsageError,
+    absolute_store_url,
     describe_store,
     json_text,
     one_line,
@@ -135,8 +136,9 @@ async def _outcome(
 
 
 def _resume_hint(workflow: Workflow, run_id: str, session: Session) -> str:
-    url = session.store_url or describe_store(workflow.store)
-    return f"riverbed runs resume {run_id} --store {url} {session.spec}"
+    url = absolute_store_url(session.store_url or describe_store(workflow.store))
+    # MODULE:NAME right after the run id: the order `runs resume --help` shows.
+    return f"riverbed runs resume {run_id} {session.spec} --store {url}"
 
 
 async def _drive(
@@ -257,7 +259,19 @@ async def resume_workflow(workflow: Workflow, run_id: str, session: Session) -> 
         answers = sum(1 for e in await store.read_events(run_id) if e.source_step is None)
         with watching(run_id, display):
             handler = await workflow.resume(run_id)
-    except (RunNotFoundError, RunFinishedError, RunOwnedError, WorkflowRuntimeError) as exc:
+    except RunNotFoundError as exc:
+        where = absolute_store_url(describe_store(store))
+        raise UsageError(
+            f"No run {run_id!r} in {where}. List the runs with `riverbed runs list --store "
+            f"{where}`."
+        ) from exc
+    except RunFinishedError as exc:
+        where = absolute_store_url(describe_store(store))
+        raise UsageError(
+            f"Run {run_id!r} already finished: there is nothing to resume. See its outcome "
+            f"with `riverbed runs show {run_id} --store {where}`."
+        ) from exc
+    except (RunOwnedError, WorkflowRuntimeError) as exc:
         raise UsageError(one_line(exc)) from exc
     keys = question_keys(workflow)
     asked = sum(1 for row in streamed if row.type_key in keys)
