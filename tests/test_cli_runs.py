@@ -42,10 +42,13 @@ def test_list_shows_a_table_of_runs_newest_first(
         "/",
         "ERROR",
     ]
-    assert lines[1].split()[:3] == ["b1", "Boom", "failed"]
+    # Full workflow names: the names `runs list --workflow` filters on.
+    assert lines[1].split()[:3] == ["b1", "flows.Boom", "failed"]
     assert "ValueError: the flux capacitor is empty" in lines[1]
-    assert lines[2].split()[:3] == ["g1", "Greeter", "completed"]
+    assert lines[2].split()[:3] == ["g1", "flows.Greeter", "completed"]
     assert '{"greeting": "hello ana"}' in lines[2]
+    assert main(["runs", "list", "--workflow", "flows.Boom", "--store", store]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]] == ["b1"]
 
 
 def test_list_filters_pages_and_prints_json(
@@ -91,7 +94,13 @@ def test_show_of_a_failed_run_names_the_error(
     assert main(["runs", "show", "b1", "--store", store]) == 0
     out = capsys.readouterr().out
     assert "status failed" in out
-    assert "failure  explode" in " ".join(out.split("Timeline")[1].split()) or "failure" in out
+    # one attempt, which failed; the commit that records its failure is not another one
+    assert "1 events, 1 attempts (1 failed)" in out
+    timeline = [line.split() for line in out.split("Timeline")[1].split("State")[0].splitlines()]
+    assert ["failure", "explode", "#1", "1", "gave", "up:"] in [row[1:7] for row in timeline]
+    assert ["commit", "explode", "#1", "1", "records", "the", "failure", "above"] in [
+        row[1:] for row in timeline
+    ]
     assert out.rstrip().endswith("ValueError: the flux capacitor is empty")
 
 

@@ -82,8 +82,20 @@ class RunDetails:
     stream: list[EventView]
 
     @property
+    def given_up(self) -> set[tuple[int, str, int | None]]:
+        """(event seq, step, attempt) of attempts that failed for good. Such an attempt
+        also has a commit row (it records the failure: the run's end, or the event a
+        ``@catch_error`` handler gets), which is not another attempt."""
+        return {
+            (row.event_seq, row.step or "", row.attempt)
+            for row in self.timeline
+            if row.kind == "failure" and row.retry_at is None
+        }
+
+    @property
     def attempts(self) -> list[AttemptView]:
         """Every recorded attempt, in the order they ended."""
+        given_up = self.given_up
         return [
             AttemptView(
                 step=row.step or "",
@@ -96,7 +108,11 @@ class RunDetails:
                 retry_at=row.retry_at,
             )
             for row in self.timeline
-            if row.kind != "event"
+            if row.kind == "failure"
+            or (
+                row.kind == "commit"
+                and (row.event_seq, row.step or "", row.attempt) not in given_up
+            )
         ]
 
     def to_dict(self) -> dict[str, Any]:

@@ -104,7 +104,7 @@ async def list_runs(
         outcome = record.error or ("" if result is None else json_text(result, indent=None))
         table.add_row(
             record.run_id,
-            record.workflow.rsplit(".", 1)[-1],
+            record.workflow,  # in full: the name `runs list --workflow` matches
             f"[{style}]{record.status.value}[/]",
             _when(record.started_at),
             _duration(record),
@@ -119,6 +119,7 @@ def _timeline_table(details: RunDetails) -> Table:
     for column in ("AT", "WHAT", "STEP", "EVENT", "ATTEMPT", "DETAIL"):
         table.add_column(column)
     begin = details.record.started_at
+    given_up = details.given_up
     for row in details.timeline:
         at = f"+{max(0.0, row.at - begin):.3f}s"
         if row.kind == "event":
@@ -127,6 +128,9 @@ def _timeline_table(details: RunDetails) -> Table:
             name = type_name(row.type_key or "?")
             detail = f"{escape(name)} {source}"
             step = ""
+        elif row.kind == "commit" and (row.event_seq, row.step or "", row.attempt) in given_up:
+            what, step = "[green]commit[/]", row.step or ""
+            detail = "records the failure above"
         elif row.kind == "commit":
             what, step = "[green]commit[/]", row.step or ""
             took = row.duration
