@@ -86,6 +86,18 @@ def test_output_file_format_follows_its_suffix(
     assert edges == {(e.source, e.target) for e in graph.edges}
 
 
+def test_an_image_suffix_riverbed_cannot_write_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It wrote Mermaid text into g.png (exit 0): a file no image viewer opens.
+    spec = example("research_assistant.py", "ResearchAssistant")
+    assert main(["draw", spec, "-o", str(tmp_path / "g.png")]) == 2
+    assert "cannot write .png images: write .svg" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+    assert main(["draw", spec, "-o", str(tmp_path / "g.png"), "--format", "svg"]) == 0
+    assert (tmp_path / "g.png").read_text().startswith("<svg ")  # asked for explicitly
+
+
 def test_run_highlights_the_path_one_run_took(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

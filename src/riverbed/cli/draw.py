@@ -17,6 +17,7 @@ __all__ = ["FORMATS", "draw", "format_for", "write_output"]
 FORMATS = ("mermaid", "html", "svg")
 _SUFFIXES = {".mmd": "mermaid", ".mermaid": "mermaid", ".md": "mermaid", ".html": "html"}
 _SUFFIXES |= {".htm": "html", ".svg": "svg"}
+_IMAGES = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".pdf"}
 
 
 def format_for(chosen: str | None, output: str | None) -> str:
@@ -24,7 +25,14 @@ def format_for(chosen: str | None, output: str | None) -> str:
     if chosen:
         return chosen
     if output:
-        return _SUFFIXES.get(Path(output).suffix.lower(), "mermaid")
+        suffix = Path(output).suffix.lower()
+        if suffix in _IMAGES:
+            # Mermaid text in a .png would look like a broken image: say what is possible.
+            raise UsageError(
+                f"riverbed draw cannot write {suffix} images: write .svg (an image), .html "
+                "or .mmd, or pass --format."
+            )
+        return _SUFFIXES.get(suffix, "mermaid")
     return "mermaid"
 
 
