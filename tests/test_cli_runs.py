@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_workflows.harness import flow, start
+from cli_workflows.harness import flow, riverbed, start
 from riverbed.cli import main
 
 
@@ -112,6 +112,7 @@ def test_show_json_is_the_whole_run_for_machines(
     details = json.loads(capsys.readouterr().out)
     assert details["run"]["run_id"] == "g1"
     assert details["result"] == {"greeting": "hello ana"}
+    assert details["waiting"] == []  # ended: nothing waits
     assert [e["type"] for e in details["events"]] == ["Greet", "Greeting", "StopEvent"]
     assert [e["type"] for e in details["stream"]][:1] == ["Greeting"]
     assert [(a["step"], a["outcome"]) for a in details["attempts"]] == [
@@ -198,3 +199,25 @@ def test_cancel_stops_a_run_going_on_in_another_process(
         assert db.execute("SELECT status FROM runs").fetchall() == [("cancelled",)]
     assert main(["runs", "cancel", "w1", "--store", url]) == 2
     assert "already ended (cancelled)" in capsys.readouterr().err
+
+
+def test_show_says_which_step_waits_and_for_what(tmp_path: Path) -> None:
+    # One answer piped, then standard input closes: the run is left waiting in the store
+    # for the second question (a wait_for_event); `runs show` says so.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    asked = riverbed(
+        "run", flow("Interview"), "--store", url, "--run-id", "i1", cwd=tmp_path, stdin="ana\n"
+    )
+    assert asked.returncode == 4, asked.stderr
+    shown = riverbed("runs", "show", "i1", "--store", url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting: step answer waits for HumanResponseEvent" in shown.stdout
+    details = json.loads(
+        riverbed("runs", "show", "i1", "--json", "--store", url, cwd=tmp_path).stdout
+    )
+    [wait] = details["waiting"]
+    assert (wait["step"], wait["event_type"], wait["requirements"]) == (
+        "answer",
+        "HumanResponseEvent",
+        {},
+    )

@@ -13,13 +13,21 @@ from the store: payloads stay JSON, labelled with their type's name.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from riverbed.stores.base import RunRecord
 from riverbed.stores.durable import DurableStore, TimelineRow
 
-__all__ = ["AttemptView", "EventView", "RunDetails", "read_run", "record_to_dict", "type_name"]
+__all__ = [
+    "AttemptView",
+    "EventView",
+    "RunDetails",
+    "WaitView",
+    "read_run",
+    "record_to_dict",
+    "type_name",
+]
 
 
 def type_name(type_key: str) -> str:
@@ -69,6 +77,21 @@ class AttemptView:
 
 
 @dataclass(frozen=True)
+class WaitView:
+    """A step waiting in ``ctx.wait_for_event`` for an event nobody has sent yet."""
+
+    waiter_id: str
+    step: str
+    #: the class name of the event it waits for, and its stored type key
+    event_type: str
+    event_type_key: str
+    #: attribute -> value the event must match
+    requirements: Any
+    #: when the wait times out (seconds since the epoch), or None
+    timeout_at: float | None = None
+
+
+@dataclass(frozen=True)
 class RunDetails:
     """Everything a store knows about one run, ready to show."""
 
@@ -80,6 +103,8 @@ class RunDetails:
     timeline: list[TimelineRow]
     events: list[EventView]
     stream: list[EventView]
+    #: the waits not answered yet (empty once the run has ended)
+    waiting: list[WaitView] = field(default_factory=list)
 
     @property
     def given_up(self) -> set[tuple[int, str, int | None]]:
@@ -126,6 +151,7 @@ class RunDetails:
             "attempts": [{**asdict(a), "duration": a.duration} for a in self.attempts],
             "events": [asdict(e) for e in self.events],
             "stream": [asdict(e) for e in self.stream],
+            "waiting": [asdict(w) for w in self.waiting],
         }
 
 
@@ -174,4 +200,18 @@ async def read_run(store: DurableStore, run_id: str, *, stream_limit: int = 10_0
         for s in await store.read_stream(run_id, 0, stream_limit)
     ]
     result = _loads(record.result) if isinstance(record.result, str) else record.result
-    return RunDetails(record, _loads(state), state_type, result, timeline, events, stream)
+    waiting = []
+    if not record.status.is_terminal:
+        waiting = [
+            WaitView(
+                w.waiter_id,
+                w.step,
+                type_name(w.event_type),
+                w.event_type,
+                _loads(w.requirements),
+                w.timeout_at,
+            )
+            for w in await store.read_waiters(run_id)
+            if w.resolved is None
+        ]
+    return RunDetails(record, _loads(state), state_type, result, timeline, events, stream, waiting)

@@ -164,6 +164,13 @@ async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) 
         f"{len(details.events)} events, {len(details.attempts)} attempts ({failures} failed), "
         f"{len(details.stream)} streamed"
     )
+    for wait in details.waiting:
+        needs = f" with {json_text(wait.requirements, indent=None)}" if wait.requirements else ""
+        until = f", times out {_when(wait.timeout_at)}" if wait.timeout_at is not None else ""
+        console.print(
+            f"[yellow]waiting[/]: step {escape(wait.step)} waits for "
+            f"{escape(wait.event_type)}{escape(needs)}{until}"
+        )
     console.print("\n[bold]Timeline[/]")
     console.print(_timeline_table(details))
     console.print(f"\n[bold]State[/] [dim]({escape(type_name(details.state_type))})[/]")
