@@ -55,6 +55,16 @@ async def read_body(request: Request, model: type[M]) -> M:
         raise Problem(
             422, "invalid-input", f"The request body must be a JSON object, not {_kind(data)}."
         )
+    unknown = sorted(set(data) - set(model.model_fields))
+    if unknown and model is StartBody:
+        # The start event's fields at the top level (a common first try): say where they go.
+        fields = ", ".join(map(repr, unknown))
+        raise Problem(
+            422,
+            "invalid-input",
+            f"Unknown key {fields} in the request body: put the start event's fields under "
+            '"input", e.g. {"input": {' + f"{json.dumps(unknown[0])}: ..." + "}}.",
+        )
     try:
         return model.model_validate(data)
     except ValidationError as exc:
