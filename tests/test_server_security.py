@@ -134,3 +134,19 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def test_run_server_says_what_it_serves_and_where(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    async def no_serving(self: object) -> None:
+        return None
+
+    monkeypatch.setattr(uvicorn.Server, "serve", no_serving)
+    port = _free_port()
+    run_server([Approval(store=SqliteStore(tmp_path / "runs.db"))], None, "127.0.0.1", port)
+    err = capsys.readouterr().err
+    assert f"serving {Approval().workflow_name} on http://127.0.0.1:{port}/" in err
+    assert "runs page at /, API at /api" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -87,6 +88,16 @@ def run_server(
     # Open the stores once before listening: a damaged file or an unreachable database is
     # then reported as the store's own error, not as a traceback from the server's start.
     asyncio.run(_check_stores(workflows))
+    if log_level in ("info", "debug", "trace"):
+        names = ", ".join(w.workflow_name for w in workflows)
+        where = f"[{host}]" if ":" in host else host
+        mode = "" if execute else " (runs are executed by `riverbed worker` processes)"
+        print(
+            f"riverbed: serving {names} on http://{where}:{port}/ (runs page at /, API at "
+            f"/api){mode}",
+            file=sys.stderr,
+            flush=True,
+        )
     config = uvicorn.Config(
         app, host=host, port=port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=5
     )
