@@ -259,18 +259,16 @@ async def resume_workflow(workflow: Workflow, run_id: str, session: Session) -> 
         answers = sum(1 for e in await store.read_events(run_id) if e.source_step is None)
         with watching(run_id, display):
             handler = await workflow.resume(run_id)
-    except RunNotFoundError as exc:
+    except (RunNotFoundError, RunFinishedError) as exc:
         where = absolute_store_url(describe_store(store))
-        raise UsageError(
-            f"No run {run_id!r} in {where}. List the runs with `riverbed runs list --store "
-            f"{where}`."
-        ) from exc
-    except RunFinishedError as exc:
-        where = absolute_store_url(describe_store(store))
-        raise UsageError(
-            f"Run {run_id!r} already finished: there is nothing to resume. See its outcome "
-            f"with `riverbed runs show {run_id} --store {where}`."
-        ) from exc
+        if isinstance(exc, RunNotFoundError):
+            message = f"No run {run_id!r} in {where}. List the runs with `riverbed runs list"
+        else:
+            message = (
+                f"Run {run_id!r} already finished: there is nothing to resume. See its "
+                f"outcome with `riverbed runs show {run_id}"
+            )
+        raise UsageError(f"{message} --store {where}`.") from exc
     except (RunOwnedError, WorkflowRuntimeError) as exc:
         raise UsageError(one_line(exc)) from exc
     keys = question_keys(workflow)
