@@ -213,6 +213,26 @@ async def test_a_lock_held_too_long_raises_store_locked(db_path: Path) -> None:
         assert [e.seq for e in await store.read_events("r1")] == [1]
 
 
+async def test_a_new_file_another_connection_is_setting_up_is_waited_for(
+    db_path: Path,
+) -> None:
+    # Two processes opening the same new file together: while one holds its lock, SQLite
+    # refuses the other's switch to WAL at once ("database is locked", no busy wait). The
+    # store tries again until busy_timeout instead of failing to open.
+    holder = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")  # a new file, still in rollback-journal mode
+    loop = asyncio.get_running_loop()
+    release = loop.call_later(0.3, lambda: (holder.execute("COMMIT"), holder.close()))
+    try:
+        async with SqliteStore(db_path, busy_timeout=5.0) as store:
+            await new_run(store)
+            assert [e.seq for e in await store.read_events("r1")] == [1]
+    finally:
+        release.cancel()
+    with raw(db_path) as check:
+        assert check.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
 # -- the writer thread -----------------------------------------------------------------
 
 

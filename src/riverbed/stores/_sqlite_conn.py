@@ -192,7 +192,7 @@ class SqliteConnections:
     def _open_writer(self) -> None:
         conn = self._connect()
         try:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = self._wal_mode(conn)
             if str(mode).lower() != "wal":
                 raise StoreError(
                     f"SQLite could not put {self.path} in WAL mode (it stayed {mode!r}); "
@@ -205,6 +205,20 @@ class SqliteConnections:
             conn.close()
             raise
         self._write_conn = conn
+
+    def _wal_mode(self, conn: sqlite3.Connection) -> str:
+        """Switch ``conn``'s file to WAL. On a new file (not WAL yet) SQLite answers "database
+        is locked" at once, without waiting, while another connection holds a lock (two
+        processes opening the same new file together): try again until busy_timeout."""
+        deadline = time.monotonic() + self.busy_timeout
+        while True:
+            try:
+                return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.02)  # on the writer thread, while opening: nothing else waits
 
     def _close_writer(self) -> None:
         if self._write_conn is not None:
