@@ -42,8 +42,12 @@ async def serve(app: Any) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
-        await task
-        sock.close()
+        try:
+            await task
+        finally:
+            # closed even when the server failed to start: a socket left open is reported
+            # as a ResourceWarning in whichever later test the collector happens to run
+            sock.close()
 
 
 def free_port() -> int:
