@@ -543,7 +543,7 @@ class DurableRun(Run):
             super().write_stream(event, None)  # committed: not live
         if status is not None:
             self._finished_by_commit = True
-        late = self._late_answers(attempt, row.resolves)
+        late = self._answers(attempt, row.resolves)
         if late:
             self.background(self._record_answers(late))
         for seq, event in attempt.produced:
@@ -555,13 +555,17 @@ class DurableRun(Run):
                 self.waiting_for_input = False
             super().route(event, seq=seq, lineage=lineage, target=target, defer=True)
 
-    def _answers(self, attempt: Attempt) -> tuple[tuple[int, str], ...]:
+    def _answers(
+        self, attempt: Attempt, recorded: tuple[tuple[int, str], ...] = ()
+    ) -> tuple[tuple[int, str], ...]:
         """(event seq, waiter id) for each waiting step that an event this attempt produced
-        answers (the first such event per waiter), recorded with the commit."""
+        answers (the first such event per waiter), recorded with the commit. Waiters in
+        ``recorded`` are left out: after the commit, what remains are the waiters that
+        started waiting while it was on its way."""
         if not self.waiters:
             return ()
         found: list[tuple[int, str]] = []
-        seen: set[str] = set()
+        seen: set[str] = {waiter_id for _, waiter_id in recorded}
         for seq, event in attempt.produced:
             if isinstance(event, StopEvent):
                 break  # routing stops at the StopEvent
@@ -571,25 +575,7 @@ class DurableRun(Run):
                     found.append((seq, waiter_id))
         return tuple(found)
 
-    def _late_answers(
-        self, attempt: Attempt, recorded: tuple[tuple[int, str], ...]
-    ) -> list[tuple[int, str]]:
-        """Waiters this attempt's events are about to answer in memory that its commit
-        did not record: they started waiting while the commit was on its way."""
-        if not self.waiters:
-            return []
-        seen = {waiter_id for _, waiter_id in recorded}
-        late: list[tuple[int, str]] = []
-        for seq, event in attempt.produced:
-            if isinstance(event, StopEvent):
-                break
-            for waiter_id in self.waiters.matching(event):
-                if waiter_id not in seen:
-                    seen.add(waiter_id)
-                    late.append((seq, waiter_id))
-        return late
-
-    async def _record_answers(self, answers: list[tuple[int, str]]) -> None:
+    async def _record_answers(self, answers: tuple[tuple[int, str], ...]) -> None:
         # The waiters' own registrations must be in the store first (on PostgreSQL they
         # may still be on another connection). A crash before this write leaves such a
         # waiter unanswered in the store, as if it had started waiting after the event.

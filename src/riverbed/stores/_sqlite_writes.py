@@ -159,12 +159,7 @@ def submit_event(
         "UPDATE runs SET next_seq = max(next_seq, ?), updated_at = ? WHERE run_id = ?",
         (seq + 1, now, run_id),
     )
-    # The first answer wins; a waiter already answered keeps its event.
-    conn.executemany(
-        "UPDATE waiters SET resolved_seq = ? WHERE run_id = ? AND waiter_id = ?"
-        " AND resolved_seq IS NULL",
-        [(seq, run_id, waiter_id) for waiter_id in resolves],
-    )
+    record_answers(conn, run_id, [(seq, waiter_id) for waiter_id in resolves])
     return seq, True
 
 
@@ -302,11 +297,7 @@ def commit(conn: sqlite3.Connection, run_id: str, c: CommitRow, now: float) -> i
             [(run_id, *item) for item in c.collect_remove],
         )
     if c.resolves:
-        conn.executemany(
-            "UPDATE waiters SET resolved_seq = ? WHERE run_id = ? AND waiter_id = ?"
-            " AND resolved_seq IS NULL",
-            [(seq, run_id, waiter_id) for seq, waiter_id in c.resolves],
-        )
+        record_answers(conn, run_id, c.resolves)
     # Crash tests: die with every effect written but the transaction not yet committed;
     # SQLite must then roll all of it back (the attempt runs again after a restart).
     crashpoints.hit("in_commit")
@@ -530,7 +521,8 @@ def heartbeat(conn: sqlite3.Connection, run_id: str, owner: str, now: float) -> 
 def record_answers(
     conn: sqlite3.Connection, run_id: str, answers: Sequence[tuple[int, str]]
 ) -> None:
-    # Only an event that is in the journal can answer (the first answer wins, as above).
+    """Mark waiters answered: ``(event seq, waiter id)`` pairs. The first answer wins (a
+    waiter already answered keeps its event), and only an event in the journal answers."""
     conn.executemany(
         "UPDATE waiters SET resolved_seq = ? WHERE run_id = ? AND waiter_id = ?"
         " AND resolved_seq IS NULL"
