@@ -574,3 +574,20 @@ def test_an_unknown_store_url_never_shows_its_password() -> None:
 def test_a_sqlite_url_with_a_bad_option() -> None:
     with pytest.raises(StoreError, match=r"\['busy'\].*known: \['busy_timeout'"):
         Quick(store="sqlite:///runs.db?busy=1")
+
+
+async def test_an_event_nobody_takes_is_refused_before_it_is_stored(
+    db: Path, workflows: list[Workflow]
+) -> None:
+    """``handler.send_event`` with an event no step takes and no wait waits for: the same
+    error as in memory, and the journal is unchanged (the event was committed, then
+    refused)."""
+    workflow = build(workflows, Ask, db)
+    handler = workflow.run(who="ana")
+    await until_asked(handler)
+    before = dump(db)
+    with pytest.raises(WorkflowRuntimeError, match="No step accepts Progress"):
+        await handler.send_event(Progress(msg="nobody takes this"))
+    assert dump(db) == before
+    assert await handler.send_event(HumanResponseEvent(response="bo")) is True
+    assert await handler == "hi bo"

@@ -608,3 +608,25 @@ async def test_state_changed_before_a_wait_is_not_applied_twice_after_a_crash(
     assert await asyncio.wait_for(handler, 30) == "rivers: pong, asks=1, answers=1"
     await wf.store.close()
     assert sorted(rows(db, "SELECT step, attempt FROM commits")) == [("answer", 1), ("ask", 2)]
+
+
+async def test_an_answer_sent_right_after_resume_reaches_the_stored_wait(tmp_path: Path) -> None:
+    """``resume()`` then ``handler.send_event()`` at once: the resumed step has not reached
+    its wait again yet, so no waiter is in memory; the stored one takes the answer (it was
+    refused with "no ctx.wait_for_event is waiting for it")."""
+    db = tmp_path / "resume-answer.db"
+    side = tmp_path / "before-the-wait.txt"
+    run_id = "resume-answer-1"
+    first = child("start-wait", str(db), run_id, str(side), "exit")
+    assert first.returncode == 0, first.stderr
+
+    wf = hitl.WaitFlow(store=hitl.url(db))
+    handler = await wf.resume(run_id)
+    assert await handler.send_event(HumanResponseEvent(response="downstream")) is True
+    assert await asyncio.wait_for(handler, 30) == "rivers: downstream"
+    await wf.store.close()
+
+    [(answer_seq, _)] = answers_in_journal(db, run_id)
+    assert rows(db, "SELECT resolved_seq FROM waiters") == [(answer_seq,)]
+    assert rows(db, "SELECT step, attempt FROM commits") == [("ask", 2)]
+    assert len(side.read_text().split()) == 2  # the code before the wait: once per process

@@ -286,8 +286,12 @@ class EventCodec:
         try:
             return state_type.model_validate_json(payload)
         except ValidationError as exc:
+            name = state_type.__name__
             raise ContextSerdeError(
-                f"The stored state no longer fits {state_type.__name__}: {exc}"
+                f"The stored state no longer fits {name} (the class changed after it was "
+                f"stored). Make {name} accept the stored values: give new fields defaults, "
+                "map old field names or types in a model_validator(mode='before'), or finish "
+                f"the run with the code that started it. Pydantic says: {exc}"
             ) from exc
 
 

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 from riverbed._engine import crashpoints
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
 from riverbed._engine.collect import CollectBuffer
-from riverbed._engine.run import Run, StepRuntime
+from riverbed._engine.run import Run, StepRuntime, no_consumer_error
+from riverbed._engine.waiters import Waiter
 from riverbed.errors import (
     FencedError,
     RunOwnedError,
@@ -53,6 +54,7 @@ from riverbed.stores.durable import (
     ProducedRow,
     RunSnapshot,
     SentBeforeWait,
+    WaiterRow,
 )
 
 if TYPE_CHECKING:
@@ -199,7 +201,7 @@ class DurableRun(Run):
         if running == 0:
             return self.waiting_for_input or bool(self._timers)
         # every running attempt is suspended in ctx.wait_for_event
-        return running == len(self.waiters._waiters)
+        return running == self.waiters.waiting
 
     async def abandon(self) -> bool:
         """Stop executing the run in this process without recording anything, and release
@@ -358,8 +360,24 @@ class DurableRun(Run):
             any(isinstance(ev, InputRequiredEvent) for ev in self.stream.events)
             and not snap.deliveries
         )
+        self._restore_waiters(snap.waiters)
         self._booting = False
         self.loop.call_soon(self._check_idle)
+
+    def _restore_waiters(self, rows: tuple[WaiterRow, ...]) -> None:
+        """Unanswered stored waits: their steps run again (their deliveries were restored)
+        and wait again; an event sent before they get there answers the stored wait."""
+        registry = self.codec.registry
+        for row in rows:
+            if row.resolved is not None or row.event_type not in registry:
+                continue  # answered; or its type is gone (a send then says nobody waits)
+            event_type = registry.resolve(row.event_type)
+            if not issubclass(event_type, Event):
+                continue
+            requirements = json.loads(row.requirements or "{}") or None
+            self.waiters.restore(
+                Waiter(row.waiter_id, event_type, requirements, row.step, self.loop.create_future())
+            )
 
     # -- attempts ------------------------------------------------------------------------
     async def _begin_attempt(self, attempt: Attempt) -> bool:
@@ -656,6 +674,8 @@ class DurableRun(Run):
         await self._finish(RunStatus.FAILED, terminal, error)
 
     def _end_attempt(self, attempt: Attempt) -> None:
+        if self.waiters._restored:
+            self.waiters.drop_restored(attempt.rt.spec.name)
         if attempt.holds_state:  # cancelled or fenced: its edits never happened
             attempt.undo_collects()
             self._release_writer(attempt, restore=True)
@@ -725,8 +745,15 @@ class DurableRun(Run):
             # through their waiters, every other step that takes it still gets a delivery.
             # Dropping all targets here left those steps' live deliveries without a row,
             # so their claim was fenced and they silently never ran.
-            waiting = {w.step for w in self.waiters._waiters if w.waiter_id in resolves}
+            waiting = self.waiters.steps_of(resolves)
             targets = tuple(name for name in targets if name not in waiting)
+        elif (
+            not targets
+            and not isinstance(event, (InputRequiredEvent, StopEvent))
+            and not self.waiters.awaited(event)
+        ):
+            # Refused before it is committed: the journal keeps no event nobody took.
+            raise no_consumer_error(event)
         seq, applied = await self.durable_store.submit_event(
             self.run_id,
             EventRow(0, key, payload, None, client_event_id),
@@ -747,8 +774,6 @@ class DurableRun(Run):
         timeout: float | None,
         announce: Event | None,
     ) -> tuple[Event | None, float | None, Event | None]:
-        from riverbed.stores.durable import WaiterRow
-
         attempt = CURRENT_ATTEMPT.get()
         if attempt is not None and attempt.run is not self:
             attempt = None

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from riverbed.context import Context
     from riverbed.workflow import Workflow
 
-__all__ = ["Run", "StepRuntime"]
+__all__ = ["Run", "StepRuntime", "no_consumer_error"]
 
 logger = logging.getLogger("riverbed")
 
@@ -302,11 +302,7 @@ class Run:
                     ", ".join(awaited),
                 )
                 return
-            raise WorkflowRuntimeError(
-                f"No step accepts {type(event).__name__} and no ctx.wait_for_event is waiting "
-                f"for it. Add a step with a parameter `ev: {type(event).__name__}`, or stop "
-                "sending this event."
-            )
+            raise no_consumer_error(event)
 
     def _enqueue(self, rt: StepRuntime, delivery: Delivery, defer: bool) -> None:
         rt.pending.append(delivery)
@@ -878,3 +874,12 @@ def _uncancel(task: Any) -> None:
     uncancel = getattr(task, "uncancel", None)
     if uncancel is not None:
         uncancel()
+
+
+def no_consumer_error(event: Event) -> WorkflowRuntimeError:
+    """The error for an event that no step takes and no wait is waiting for."""
+    name = type(event).__name__
+    return WorkflowRuntimeError(
+        f"No step accepts {name} and no ctx.wait_for_event is waiting for it. Add a step "
+        f"with a parameter `ev: {name}`, or stop sending this event."
+    )

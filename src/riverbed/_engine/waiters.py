@@ -53,7 +53,7 @@ class Waiters:
     """The waiters of one run, and the waiter ids whose request event was sent and not yet
     answered (so a retried wait that was never answered does not ask twice)."""
 
-    __slots__ = ("_announced", "_run", "_waiters")
+    __slots__ = ("_announced", "_restored", "_run", "_waiters")
 
     def __init__(self, run: Run) -> None:
         # Weak: the run holds its waiters, and a cycle would keep a finished run (and its
@@ -61,9 +61,32 @@ class Waiters:
         self._run = weakref.ref(run)
         self._waiters: list[Waiter] = []
         self._announced: set[str] = set()
+        #: waits a resumed durable run read from its store, whose steps are running again
+        #: and have not reached their wait yet (see :meth:`restore`)
+        self._restored: list[Waiter] = []
 
     def __bool__(self) -> bool:
-        return bool(self._waiters)
+        return bool(self._waiters or self._restored)
+
+    @property
+    def waiting(self) -> int:
+        """How many steps are suspended in a wait in this process."""
+        return len(self._waiters)
+
+    def restore(self, waiter: Waiter) -> None:
+        """Stand in for a stored wait until its step, running again after a resume, reaches
+        it: an event sent meanwhile is the answer (the store records it, and the step's
+        wait then returns it at once) instead of finding nobody waiting."""
+        self._restored.append(waiter)
+
+    def drop_restored(self, step: str) -> None:
+        """An attempt of ``step`` ended: the stored waits it did not reach are not waited
+        on any more (the step took another path this time)."""
+        self._restored = [w for w in self._restored if w.step != step]
+
+    def steps_of(self, waiter_ids: tuple[str, ...]) -> set[str]:
+        """The steps of the waiters (live or restored) with these ids."""
+        return {w.step for w in (*self._waiters, *self._restored) if w.waiter_id in waiter_ids}
 
     def resolve(self, event: Event) -> set[str]:
         """Hand ``event`` to every waiter it matches; return the steps that took it."""
@@ -76,6 +99,11 @@ class Waiters:
                 # Answered: a later wait under this id (a retry of the step after the
                 # answer was used) is a new question and must be announced again.
                 self._announced.discard(waiter.waiter_id)
+        for waiter in list(self._restored):
+            if waiter.matches(event):
+                # Nobody awaits this one: the store has the answer for the step's wait.
+                self._restored.remove(waiter)
+                taken.add(waiter.step)
         run = self._run()
         if taken and run is not None:
             run.waiting_for_input = False
@@ -94,6 +122,8 @@ class Waiters:
         assert run is not None  # a step of the run is calling: the run is alive
         future: asyncio.Future[Event] = run.loop.create_future()
         waiter = Waiter(waiter_id, event_type, requirements, step, future)
+        if self._restored:
+            self._restored = [w for w in self._restored if w.waiter_id != waiter_id]
         self._waiters.append(waiter)
         question = waiter_event if waiter_id not in self._announced else None
         try:
@@ -134,15 +164,21 @@ class Waiters:
         """Ids of the waiters waiting for ``event``'s type, whatever their requirements."""
         return [
             w.waiter_id
-            for w in self._waiters
+            for w in (*self._waiters, *self._restored)
             if isinstance(event, w.event_type) and not w.future.done()
         ]
 
     def matching(self, event: Event) -> tuple[str, ...]:
         """Ids of the waiters ``event`` would answer (nothing is resolved)."""
-        return tuple(w.waiter_id for w in self._waiters if w.matches(event) and not w.future.done())
+        found = tuple(
+            w.waiter_id for w in self._waiters if w.matches(event) and not w.future.done()
+        )
+        if self._restored:
+            found += tuple(w.waiter_id for w in self._restored if w.matches(event))
+        return found
 
     def cancel_all(self) -> None:
         for waiter in self._waiters:
             waiter.future.cancel()
         self._waiters.clear()
+        self._restored.clear()
