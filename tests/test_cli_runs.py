@@ -221,3 +221,24 @@ def test_show_says_which_step_waits_and_for_what(tmp_path: Path) -> None:
         "HumanResponseEvent",
         {},
     )
+
+
+def test_show_says_a_run_waits_for_input(tmp_path: Path) -> None:
+    # Standard input closes at the first question (a returned InputRequiredEvent, no
+    # wait_for_event): the run is left in the store waiting for its answer.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    asked = riverbed("run", flow("Interview"), "--store", url, "--run-id", "i2", cwd=tmp_path)
+    assert asked.returncode == 4, asked.stderr
+    shown = riverbed("runs", "show", "i2", "--store", url, cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "waiting for input: the run asked" in shown.stdout
+    assert "riverbed runs resume" in shown.stdout
+    assert "waiting: step" not in shown.stdout  # no wait_for_event
+    details = json.loads(
+        riverbed("runs", "show", "i2", "--json", "--store", url, cwd=tmp_path).stdout
+    )
+    assert (details["waiting_for_input"], details["open_work"], details["waiting"]) == (
+        True,
+        [],
+        [],
+    )

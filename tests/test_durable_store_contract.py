@@ -230,6 +230,7 @@ async def test_unknown_run_names_the_id_and_how_to_list(store: AnyStore) -> None
         store.read_state("nope"),
         store.read_timeline("nope"),
         store.read_waiters("nope"),
+        store.read_open_work("nope"),
         store.acquire_run("nope", ME),
         store.submit_event("nope", ev(0), (), ()),
         store.finish_run("nope", RunStatus.FAILED, None, "x"),
@@ -570,6 +571,33 @@ async def test_fail_attempt_with_and_without_retry(
         ("commit", 2, None, None),
     ]
     assert timeline[1].duration == 2.0
+
+
+async def test_open_work_lists_the_deliveries_not_done(store: AnyStore, clock: WallClock) -> None:
+    await new_run(store, targets=("start", "audit"))
+    assert [
+        (w.event_seq, w.step, w.status, w.attempts, w.type_key)
+        for w in await store.read_open_work("r1")
+    ] == [
+        (1, "audit", "pending", 0, "t.Start"),
+        (1, "start", "pending", 0, "t.Start"),
+    ]
+    await store.claim("r1", 1, "start", "t1", 30)
+    produced = ProducedRow(ev(2, "t.Next", "{}", source_step="start"), ("finish",))
+    await store.commit("r1", CommitRow(1, "start", 1, "t1", produced=(produced,), next_seq=3))
+    assert [
+        (w.event_seq, w.step, w.status, w.type_key) for w in await store.read_open_work("r1")
+    ] == [
+        (1, "audit", "pending", "t.Start"),
+        (2, "finish", "pending", "t.Next"),
+    ]
+    await store.claim("r1", 2, "finish", "t2", 30)
+    [audit, finish] = await store.read_open_work("r1")
+    assert (finish.status, finish.attempts, finish.visible_at) == ("running", 1, clock.now + 30)
+    await store.claim("r1", 1, "audit", "t3", 30)
+    await store.fail_attempt("r1", 1, "audit", "t3", '"boom"', clock.now + 60, 1)
+    [audit, _] = await store.read_open_work("r1")
+    assert (audit.status, audit.attempts, audit.visible_at) == ("pending", 1, clock.now + 60)
 
 
 # -- events from outside, waiters, memos ---------------------------------------------

@@ -109,9 +109,14 @@ async def test_run_list_and_live_timeline(site: tuple[str, httpx.AsyncClient], p
     # the timeline fills while the run goes on
     await until(page, "#timeline-body tr", 3)
     assert await page.inner_text("#run-status") == "running"
+    # the step running now is the last line, until the run ends
+    current = page.locator("#timeline-body tr.open")
+    await expect(current).to_have_count(1)
+    assert "running" in await current.inner_text()
     await shot(page, "run-live")
     await expect(page.locator("#run-status")).to_have_text("completed")
     assert await page.locator("#timeline-body tr").count() == 13  # begin + 12 counts
+    assert await page.locator("#timeline-body tr.open").count() == 0
     assert await page.locator("#stream-list li").count() == 13  # 12 numbers + the end
     assert '"total":12' in await page.inner_text("#run-result")
     assert await page.locator("#graph svg .rb-taken").count() > 0  # the path taken

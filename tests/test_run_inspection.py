@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
@@ -26,7 +27,7 @@ from riverbed import (
     step,
 )
 from riverbed._engine.durable import owner_id
-from riverbed.inspection import read_run, type_name
+from riverbed.inspection import RunDetails, read_run, type_name
 from riverbed.retry_policy import ConstantDelayRetryPolicy
 from riverbed.stores._sqlite_conn import load_migrations, split_statements
 from riverbed.stores.sqlite import SqliteStore
@@ -277,3 +278,60 @@ async def test_a_busy_run_cancelled_elsewhere_ends_cancelled_in_its_process(
     assert await owner.store.read_timeline("b") == [
         row for row in await owner.store.read_timeline("b") if row.kind == "event"
     ]  # the refused commit left nothing behind
+
+
+class Juggler(Workflow):
+    """``work`` blocks until released; ``shaky`` fails and backs off for a minute."""
+
+    release: asyncio.Event
+
+    @step
+    async def fan(self, ctx: Context, ev: StartEvent) -> Drafted:
+        ctx.send_event(Drafted(text="shaky"))
+        return Drafted(text="work")
+
+    @step(retry_policy=ConstantDelayRetryPolicy(delay=60, maximum_attempts=3))
+    async def handle(self, ev: Drafted) -> StopEvent | None:
+        if ev.text == "shaky":
+            raise ConnectionError("not yet")
+        await type(self).release.wait()
+        return StopEvent(result="done")
+
+
+async def test_read_run_shows_the_open_work_and_a_run_waiting_for_input(tmp_path: Path) -> None:
+    Juggler.release = asyncio.Event()
+    workflow = Juggler(store=url(tmp_path))
+    await workflow.open_store()
+    handler = workflow.run(run_id="busy")
+
+    async def read() -> RunDetails | None:
+        with contextlib.suppress(RunNotFoundError):  # not created yet
+            return await read_run(workflow.store, "busy")
+        return None
+
+    for _ in range(200):
+        await asyncio.sleep(0.01)
+        details = await read()
+        if details is not None and len(details.attempts) == 2:
+            break  # fan committed, shaky's first attempt failed
+    assert details is not None
+    work = {(w.step, w.event_seq, w.event_type, w.status, w.attempts) for w in details.open_work}
+    assert work == {("handle", 2, "Drafted", "pending", 1), ("handle", 3, "Drafted", "running", 1)}
+    pending = next(w for w in details.open_work if w.status == "pending")
+    assert pending.not_before > time.time() + 30  # the retry backs off for a minute
+    assert not details.waiting_for_input
+    assert details.to_dict()["open_work"][0]["step"] == "handle"
+    Juggler.release.set()
+    assert await handler == "done"
+    ended = await read_run(workflow.store, "busy")
+    assert (ended.open_work, ended.waiting_for_input) == ([], False)
+
+    asker = Ask(store=workflow.store)
+    waiting = asker.run(run_id="asks")
+    await until_asked(waiting)
+    details = await read_run(workflow.store, "asks")
+    assert (details.open_work, details.waiting, details.waiting_for_input) == ([], [], True)
+    assert details.to_dict()["waiting_for_input"] is True
+    await waiting.send_event(HumanResponseEvent(response="ok"))
+    assert await waiting == "ok"
+    assert not (await read_run(workflow.store, "asks")).waiting_for_input

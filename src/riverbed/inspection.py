@@ -24,6 +24,7 @@ __all__ = [
     "EventView",
     "RunDetails",
     "WaitView",
+    "WorkView",
     "read_run",
     "record_to_dict",
     "type_name",
@@ -92,6 +93,22 @@ class WaitView:
 
 
 @dataclass(frozen=True)
+class WorkView:
+    """A step not done with an event yet: ``running`` (an attempt holds it) or ``pending``
+    (to run, after ``not_before`` when a retry backs off)."""
+
+    step: str
+    event_seq: int
+    event_type: str
+    event_type_key: str
+    status: str
+    #: attempts started so far
+    attempts: int
+    #: pending: when it may run (a retry backoff); running: when the attempt's claim lapses
+    not_before: float
+
+
+@dataclass(frozen=True)
 class RunDetails:
     """Everything a store knows about one run, ready to show."""
 
@@ -105,6 +122,20 @@ class RunDetails:
     stream: list[EventView]
     #: the waits not answered yet (empty once the run has ended)
     waiting: list[WaitView] = field(default_factory=list)
+    #: the steps still to run or running (empty once the run has ended)
+    open_work: list[WorkView] = field(default_factory=list)
+
+    @property
+    def waiting_for_input(self) -> bool:
+        """The run asked for input and has nothing else to do: a step returned (or
+        streamed) an ``InputRequiredEvent`` and no step runs, is due, or waits in
+        ``wait_for_event``. The answer (a ``HumanResponseEvent``, usually) continues it."""
+        return (
+            not self.record.status.is_terminal
+            and not self.open_work
+            and not self.waiting
+            and any(e.type == "InputRequiredEvent" for e in self.stream)
+        )
 
     @property
     def given_up(self) -> set[tuple[int, str, int | None]]:
@@ -152,6 +183,8 @@ class RunDetails:
             "events": [asdict(e) for e in self.events],
             "stream": [asdict(e) for e in self.stream],
             "waiting": [asdict(w) for w in self.waiting],
+            "open_work": [asdict(w) for w in self.open_work],
+            "waiting_for_input": self.waiting_for_input,
         }
 
 
@@ -200,7 +233,8 @@ async def read_run(store: DurableStore, run_id: str, *, stream_limit: int = 10_0
         for s in await store.read_stream(run_id, 0, stream_limit)
     ]
     result = _loads(record.result) if isinstance(record.result, str) else record.result
-    waiting = []
+    waiting: list[WaitView] = []
+    open_work: list[WorkView] = []
     if not record.status.is_terminal:
         waiting = [
             WaitView(
@@ -214,4 +248,18 @@ async def read_run(store: DurableStore, run_id: str, *, stream_limit: int = 10_0
             for w in await store.read_waiters(run_id)
             if w.resolved is None
         ]
-    return RunDetails(record, _loads(state), state_type, result, timeline, events, stream, waiting)
+        open_work = [
+            WorkView(
+                w.step,
+                w.event_seq,
+                type_name(w.type_key),
+                w.type_key,
+                w.status,
+                w.attempts,
+                w.visible_at,
+            )
+            for w in await store.read_open_work(run_id)
+        ]
+    return RunDetails(
+        record, _loads(state), state_type, result, timeline, events, stream, waiting, open_work
+    )

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from riverbed.cli.common import UsageError, describe_store, json_text, one_line, open_store
 from riverbed.errors import RunFinishedError, RunNotFoundError
-from riverbed.inspection import RunDetails, read_run, record_to_dict, type_name
+from riverbed.inspection import RunDetails, WorkView, read_run, record_to_dict, type_name
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.workflow import Workflow
 
@@ -144,6 +144,16 @@ def _timeline_table(details: RunDetails) -> Table:
     return table
 
 
+def _work_line(work: WorkView) -> str:
+    """``running: step S on #N Type (attempt 2)`` or ``pending: ..., retry at T``."""
+    what = f"step {escape(work.step)} on #{work.event_seq} {escape(work.event_type)}"
+    if work.status == "running":
+        return f"[cyan]running[/]: {what} (attempt {work.attempts})"
+    later = f", retry at {_when(work.not_before)}" if work.not_before > time.time() else ""
+    tried = f" after {work.attempts} attempt(s)" if work.attempts else ""
+    return f"[cyan]{escape(work.status)}[/]: {what}{tried}{later}"
+
+
 async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) -> int:
     """Print one run: record, timeline, state and result (or all of it as JSON)."""
     await open_store(store)
@@ -170,6 +180,13 @@ async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) 
         console.print(
             f"[yellow]waiting[/]: step {escape(wait.step)} waits for "
             f"{escape(wait.event_type)}{escape(needs)}{until}"
+        )
+    for work in details.open_work:
+        console.print(_work_line(work))
+    if details.waiting_for_input:
+        console.print(
+            "[yellow]waiting for input[/]: the run asked (InputRequiredEvent) and waits for "
+            "the answer; `riverbed runs resume` asks it at the terminal"
         )
     console.print("\n[bold]Timeline[/]")
     console.print(_timeline_table(details))

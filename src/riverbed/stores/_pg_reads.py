@@ -18,6 +18,7 @@ from riverbed.stores.durable import (
     CollectRow,
     DeliveryRow,
     EventRow,
+    OpenWorkRow,
     RunSnapshot,
     StreamRow,
     TimelineRow,
@@ -168,6 +169,17 @@ async def read_waiters(
         WaiterRow(r[0], r[1], r[2], r[3], None if r[4] is None else event_row(r, 4), r[9])
         for r in rows
     ]
+
+
+async def read_open_work(conn: PgConn, run_id: str) -> list[OpenWorkRow]:
+    await run_status(conn, run_id)  # RunNotFoundError for an unknown run
+    rows = await conn.fetch(
+        "SELECT d.event_seq, d.step, d.status, d.attempts, d.visible_at, e.type_key"
+        " FROM deliveries d JOIN events e ON e.run_id = d.run_id AND e.seq = d.event_seq"
+        " WHERE d.run_id = $1 AND d.status != 'done' ORDER BY d.event_seq, d.step",
+        run_id,
+    )
+    return [OpenWorkRow(*row) for row in rows]
 
 
 async def get_run(conn: PgConn, run_id: str) -> RunRecord:

@@ -17,6 +17,7 @@ from riverbed.stores.durable import (
     CollectRow,
     DeliveryRow,
     EventRow,
+    OpenWorkRow,
     RunSnapshot,
     StreamRow,
     TimelineRow,
@@ -186,6 +187,17 @@ def read_timeline(conn: sqlite3.Connection, run_id: str) -> list[TimelineRow]:
     )
     rows.sort(key=lambda r: (r.at, _KIND_ORDER[r.kind], r.event_seq, r.commit_seq or 0))
     return rows
+
+
+def read_open_work(conn: sqlite3.Connection, run_id: str) -> list[OpenWorkRow]:
+    run_status(conn, run_id)  # RunNotFoundError for an unknown run
+    rows = conn.execute(
+        "SELECT d.event_seq, d.step, d.status, d.attempts, d.visible_at, e.type_key"
+        " FROM deliveries d JOIN events e ON e.run_id = d.run_id AND e.seq = d.event_seq"
+        " WHERE d.run_id = ? AND d.status != 'done' ORDER BY d.event_seq, d.step",
+        (run_id,),
+    )
+    return [OpenWorkRow(*row) for row in rows]
 
 
 def read_stream(conn: sqlite3.Connection, run_id: str, after: int, limit: int) -> list[StreamRow]:

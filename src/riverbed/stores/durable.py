@@ -25,6 +25,7 @@ __all__ = [
     "DeliveryRow",
     "DurableStore",
     "EventRow",
+    "OpenWorkRow",
     "ProducedRow",
     "RunSnapshot",
     "StreamRow",
@@ -151,6 +152,22 @@ class WaiterRow:
     timeout_at: float | None = None
     #: set by register_waiter: this call recorded the waiter (it was not there before)
     new: bool = False
+
+
+@dataclass(frozen=True)
+class OpenWorkRow:
+    """A delivery not done yet: a step still to run (``pending``, maybe after a retry
+    backoff) or running (``running``, claimed by an attempt)."""
+
+    event_seq: int
+    step: str
+    status: str
+    #: attempts started so far
+    attempts: int
+    #: pending: not before this time (a retry backoff); running: the claim's lease expiry
+    visible_at: float
+    #: the type key of the event the step takes
+    type_key: str
 
 
 @dataclass(frozen=True)
@@ -380,6 +397,11 @@ class DurableStore(Protocol):
     async def read_timeline(self, run_id: str) -> list[TimelineRow]:
         """The run's history in time order: events entering it, attempts committing and
         failing. Raises ``RunNotFoundError``."""
+        ...
+
+    async def read_open_work(self, run_id: str) -> list[OpenWorkRow]:
+        """The run's deliveries not done yet, by event then step. Raises
+        ``RunNotFoundError``."""
         ...
 
     async def delete_runs(self, finished_before: float) -> int:

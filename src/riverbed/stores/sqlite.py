@@ -34,6 +34,7 @@ from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import (
     CommitRow,
     EventRow,
+    OpenWorkRow,
     RunSnapshot,
     SentBeforeWait,
     StreamRow,
@@ -357,6 +358,12 @@ class SqliteStore:
         """The run's events, commits and failed attempts in time order."""
         return await self._read(
             f"reading the history of run {run_id!r}", reads.read_timeline, run_id
+        )
+
+    async def read_open_work(self, run_id: str) -> list[OpenWorkRow]:
+        """The run's deliveries not done yet, by event then step."""
+        return await self._read(
+            f"reading the open work of run {run_id!r}", reads.read_open_work, run_id
         )
 
     async def delete_runs(self, finished_before: float) -> int:

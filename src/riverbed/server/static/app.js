@@ -169,7 +169,7 @@
 
   function renderRun(d) {
     var run = d.run, running = run.status === "running";
-    var waiting = running && waitingFor(d);
+    var waiting = running && (d.waiting_for_input || waitingFor(d));
     var badge = $("run-status");
     badge.textContent = waiting ? "waiting for input" : run.status;
     badge.className = "status " + (waiting ? "waiting" : run.status);
@@ -198,6 +198,18 @@
       row.appendChild(el("td", a.outcome));
       row.appendChild(el("td", seconds(a.duration)));
       row.appendChild(el("td", a.error || ""));
+      body.appendChild(row);
+    });
+    // Steps still to run or running: the last lines, so the page shows what is going on.
+    (d.open_work || []).forEach(function (w) {
+      var row = el("tr", null, "open " + w.status);
+      row.appendChild(el("td", w.event_seq));
+      row.appendChild(el("td", w.step));
+      row.appendChild(el("td", w.status === "running" ? w.attempts : w.attempts + 1));
+      row.appendChild(el("td", w.status));
+      row.appendChild(el("td", ""));
+      row.appendChild(el("td", w.status === "pending" && w.not_before * 1000 > Date.now()
+        ? "retry at " + when(w.not_before) : ""));
       body.appendChild(row);
     });
   }
