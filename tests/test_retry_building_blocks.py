@@ -472,3 +472,26 @@ def test_bad_arguments_say_what_is_wrong_and_what_would_do(
 ) -> None:
     with pytest.raises(WorkflowValidationError, match=f"^[a-zA-Z_]+: .*{needle}"):
         build()
+
+
+def test_times_may_be_timedeltas_as_in_the_peer() -> None:
+    from datetime import timedelta
+
+    assert rp.wait_fixed(timedelta(seconds=2)) == rp.wait_fixed(2.0)
+    assert waits(rp.wait_fixed(timedelta(milliseconds=1500)), 2) == [1.5, 1.5]
+    assert waits(
+        rp.wait_incrementing(timedelta(seconds=1), timedelta(seconds=2), timedelta(seconds=6)), 5
+    ) == [1.0, 3.0, 5.0, 6.0, 6.0]
+    assert waits(rp.wait_exponential(max=timedelta(seconds=5), min=timedelta(seconds=2)), 4) == [
+        2.0,
+        2.0,
+        4.0,
+        5.0,
+    ]
+    assert rp.wait_random_exponential(max=timedelta(minutes=1)).max == 60.0
+    assert rp.wait_random(timedelta(0), timedelta(seconds=1)) == rp.wait_random(0, 1)
+    assert rp.stop_after_delay(timedelta(minutes=5))(1, 299.0) is False
+    assert rp.stop_after_delay(timedelta(minutes=5))(1, 300.0) is True
+    assert rp.stop_before_delay(timedelta(seconds=10))(1, 5.0, upcoming_sleep=5.0) is True
+    with pytest.raises(WorkflowValidationError, match="wait must be a finite number of seconds"):
+        rp.wait_fixed(timedelta(seconds=-1))

@@ -10,7 +10,8 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar, TypeVar, cast, overload
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast, overload
 
 from riverbed.errors import WorkflowValidationError
 
@@ -81,8 +82,14 @@ class _Frozen:
     _rules: ClassVar[dict[str, str]] = {}  # field -> key of _RULES, when not its type
     _order: ClassVar[tuple[str, str] | None] = None  # (low field, high field)
     _label: ClassVar[str] = ""
+    #: fields that take a ``timedelta`` too (as the peer's do); stored as seconds
+    _seconds: ClassVar[tuple[str, ...]] = ()
 
     def __post_init__(self) -> None:
+        for name in self._seconds:
+            value = getattr(self, name)
+            if isinstance(value, timedelta):
+                object.__setattr__(self, name, value.total_seconds())
         # Checked here so a bad policy fails where it is declared, not at the first failure.
         label = self._label or type(self).__name__
         for f in fields(self):
@@ -414,6 +421,11 @@ class stop_after_delay(_StopCondition):
     """Give up once ``max_delay`` seconds have passed since the first attempt started."""
 
     max_delay: float
+    _seconds = ("max_delay",)
+
+    if TYPE_CHECKING:
+
+        def __init__(self, max_delay: float | timedelta) -> None: ...
 
     def __call__(self, attempts: int, elapsed_time: float, *, upcoming_sleep: float = 0.0) -> bool:
         return elapsed_time >= self.max_delay
@@ -425,6 +437,12 @@ class stop_before_delay(_StopCondition):
     first attempt started: the next attempt must begin inside the budget."""
 
     max_delay: float
+
+    _seconds = ("max_delay",)
+
+    if TYPE_CHECKING:
+
+        def __init__(self, max_delay: float | timedelta) -> None: ...
 
     def __call__(self, attempts: int, elapsed_time: float, *, upcoming_sleep: float = 0.0) -> bool:
         return elapsed_time + upcoming_sleep >= self.max_delay
@@ -480,6 +498,12 @@ class wait_fixed(_Wait):
 
     wait: float
 
+    _seconds = ("wait",)
+
+    if TYPE_CHECKING:
+
+        def __init__(self, wait: float | timedelta) -> None: ...
+
     def __call__(self, attempts: int, rng: random.Random) -> float:
         return self.wait
 
@@ -506,6 +530,17 @@ class wait_incrementing(_Wait):
     _rules: ClassVar[dict[str, str]] = {"increment": "step", "max": "cap"}
     _order = ("start", "max")
 
+    _seconds = ("start", "increment", "max")
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            start: float | timedelta = 0.0,
+            increment: float | timedelta = 100.0,
+            max: float | timedelta = math.inf,
+        ) -> None: ...
+
     def __call__(self, attempts: int, rng: random.Random) -> float:
         waited = self.start + self.increment * max(attempts - 1, 0)
         return min(max(waited, 0.0), self.max)
@@ -524,6 +559,18 @@ class wait_exponential(_Wait):
     min: float = 0.0
     _rules: ClassVar[dict[str, str]] = {"exp_base": "factor", "max": "cap"}
     _order = ("min", "max")
+
+    _seconds = ("max", "min")
+
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            multiplier: float = 1.0,
+            exp_base: float = 2.0,
+            max: float | timedelta = 60.0,
+            min: float | timedelta = 0.0,
+        ) -> None: ...
 
     def __call__(self, attempts: int, rng: random.Random) -> float:
         grown = _grow(self.multiplier, self.exp_base, attempts, self.max)
@@ -552,6 +599,12 @@ class wait_random(_Wait):
     min: float = 0.0
     max: float = 1.0
     _order = ("min", "max")
+
+    _seconds = ("min", "max")
+
+    if TYPE_CHECKING:
+
+        def __init__(self, min: float | timedelta = 0.0, max: float | timedelta = 1.0) -> None: ...
 
     def __call__(self, attempts: int, rng: random.Random) -> float:
         return rng.uniform(self.min, self.max)
