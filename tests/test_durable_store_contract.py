@@ -21,6 +21,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -1008,3 +1009,34 @@ async def test_many_concurrent_commits_land_in_order(store: AnyStore) -> None:
     snap = await store.acquire_run("r1", ME)
     assert snap.next_seq == n + 2
     assert len(snap.deliveries) == n
+
+
+async def test_postgres_leases_follow_the_server_clock(
+    pg_url: str,  # noqa: F811 (the fixture)
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Workers on machines whose clocks disagree: a heartbeat written by a machine 100 s
+    behind must not look 100 s old to the others (they would take over a live run)."""
+    from riverbed.stores.postgres import PostgresStore
+
+    def behind() -> float:
+        return time.time() - 100
+
+    remote = f"elsewhere.example:{os.getpid()}:{uuid.uuid4().hex}"  # cannot be probed
+    async with (
+        PostgresStore.from_url(pg_url, wall_clock=behind, server_clock=True) as slow,
+        PostgresStore.from_url(pg_url) as right,
+        PostgresStore.from_url(pg_url, wall_clock=behind, server_clock=False) as naive,
+    ):
+        assert 99 < slow.clock_offset < 101
+        assert abs(right.clock_offset) < 1
+        assert "clock is 100.0 s behind the PostgreSQL server's" in caplog.text
+        await new_run(slow, "slow-owner", owner=remote)
+        with pytest.raises(RunOwnedError, match=remote):
+            await right.acquire_run("slow-owner", ME)
+        await slow.heartbeat("slow-owner", remote)
+        with pytest.raises(RunOwnedError, match=remote):
+            await right.acquire_run("slow-owner", ME)
+        # Without the server's clock the same live owner's lease looks lapsed.
+        await new_run(naive, "naive-owner", owner=remote)
+        assert (await right.acquire_run("naive-owner", ME)).owner == ME

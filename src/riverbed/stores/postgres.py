@@ -22,6 +22,7 @@ thread, so one store serves any caller's loop (``run_sync`` makes a new one per 
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -56,6 +57,11 @@ __all__ = ["PgSettings", "PostgresStore", "StoreUnavailableError", "postgres_sto
 
 T = TypeVar("T")
 
+logger = logging.getLogger("riverbed.postgres")
+
+#: A clock further than this from the PostgreSQL server's is reported when the store opens.
+CLOCK_WARNING_SECONDS = 2.0
+
 
 class PostgresStore:
     """A :class:`~riverbed.stores.durable.DurableStore` in a PostgreSQL schema.
@@ -63,7 +69,10 @@ class PostgresStore:
     Build it from a URL (:meth:`from_url`) or from :class:`PgSettings` fields as keyword
     arguments. ``lease_seconds`` is how long an owner's last heartbeat keeps other
     processes from taking its run over; ``wall_clock`` gives seconds since the epoch for
-    leases and timestamps (tests may pass a fake one).
+    leases and timestamps (tests may pass a fake one). With ``server_clock`` (the default
+    when ``wall_clock`` is not given) lease times follow the PostgreSQL server's clock:
+    :meth:`open` measures how far ``wall_clock`` is from it (``clock_offset``) and adds
+    that, so workers on machines whose clocks differ agree on whose lease has lapsed.
     """
 
     durable = True
@@ -73,18 +82,29 @@ class PostgresStore:
         settings: PgSettings | None = None,
         *,
         wall_clock: Callable[[], float] = time.time,
+        server_clock: bool | None = None,
         **options: Any,
     ) -> None:
         if settings is not None and options:
             raise TypeError("Pass either settings or keyword options, not both.")
         self.settings = settings if settings is not None else PgSettings(**options)
+        self._wall_clock = wall_clock
         self._now = wall_clock
+        self._server_clock = wall_clock is time.time if server_clock is None else server_clock
+        #: seconds the server's clock is ahead of this machine's (measured by open())
+        self.clock_offset = 0.0
         self._db = PgConnections(self.settings)
 
     @classmethod
-    def from_url(cls, url: str, *, wall_clock: Callable[[], float] = time.time) -> PostgresStore:
+    def from_url(
+        cls,
+        url: str,
+        *,
+        wall_clock: Callable[[], float] = time.time,
+        server_clock: bool | None = None,
+    ) -> PostgresStore:
         """A store for ``postgresql://user:password@host:port/database?schema=...``."""
-        return cls(parse_url(url), wall_clock=wall_clock)
+        return cls(parse_url(url), wall_clock=wall_clock, server_clock=server_clock)
 
     @property
     def lease_seconds(self) -> float:
@@ -112,6 +132,33 @@ class PostgresStore:
         """
         if not self._db.is_open:
             await self._db.open()
+            await self._measure_clock()
+
+    async def _measure_clock(self) -> None:
+        """Leases and heartbeats compare times written by processes on different machines:
+        with the default clock they are taken from the server's clock (this machine's plus
+        the measured offset), so a machine whose clock is off neither takes over live runs
+        nor keeps dead ones. A large offset is also reported: timers (retry backoffs, run
+        and wait timeouts) still use the local clock."""
+        before = self._wall_clock()
+        server = await self._read(
+            "reading the server's clock",
+            lambda c: c.fetchval("SELECT extract(epoch FROM clock_timestamp())::float8"),
+        )
+        after = self._wall_clock()
+        offset = float(server) - (before + after) / 2
+        self.clock_offset = offset
+        if self._server_clock:
+            local = self._wall_clock
+            self._now = lambda: local() + offset
+        if abs(offset) > CLOCK_WARNING_SECONDS:
+            logger.warning(
+                "this machine's clock is %.1f s %s the PostgreSQL server's; riverbed takes "
+                "lease times from the server's clock, but retry backoffs and timeouts run on "
+                "this one. Synchronize the clocks (NTP).",
+                abs(offset),
+                "behind" if offset > 0 else "ahead of",
+            )
 
     def use_running_loop(self) -> None:
         """Keep the connections on the event loop that will call :meth:`open`, instead of
