@@ -326,12 +326,34 @@ async def test_read_run_shows_the_open_work_and_a_run_waiting_for_input(tmp_path
     ended = await read_run(workflow.store, "busy")
     assert (ended.open_work, ended.waiting_for_input) == ([], False)
 
-    asker = Ask(store=workflow.store)
+    for cls in (Ask, AskInOwnWords):
+        await _asks_and_is_answered(workflow.store, cls)
+
+
+class Question(InputRequiredEvent):
+    topic: str
+
+
+class AskInOwnWords(Workflow):
+    """Asks with its own InputRequiredEvent subclass."""
+
+    @step
+    async def ask(self, ev: StartEvent) -> Question:
+        return Question(topic="name")
+
+    @step
+    async def answer(self, ev: HumanResponseEvent) -> StopEvent:
+        return StopEvent(result=ev.response)
+
+
+async def _asks_and_is_answered(store: SqliteStore, cls: type[Workflow]) -> None:
+    asker = cls(store=store)
     waiting = asker.run(run_id="asks")
     await until_asked(waiting)
-    details = await read_run(workflow.store, "asks")
+    details = await read_run(store, "asks")
     assert (details.open_work, details.waiting, details.waiting_for_input) == ([], [], True)
     assert details.to_dict()["waiting_for_input"] is True
     await waiting.send_event(HumanResponseEvent(response="ok"))
     assert await waiting == "ok"
-    assert not (await read_run(workflow.store, "asks")).waiting_for_input
+    assert not (await read_run(store, "asks")).waiting_for_input
+    await store.delete_runs(time.time() + 1)

@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from riverbed.events import InputRequiredEvent
+from riverbed.serialization import type_key
 from riverbed.stores.base import RunRecord
 from riverbed.stores.durable import DurableStore, TimelineRow
 
@@ -134,7 +136,7 @@ class RunDetails:
             not self.record.status.is_terminal
             and not self.open_work
             and not self.waiting
-            and any(e.type == "InputRequiredEvent" for e in self.stream)
+            and any(_asks_for_input(e.type_key) for e in self.stream)
         )
 
     @property
@@ -186,6 +188,18 @@ class RunDetails:
             "open_work": [asdict(w) for w in self.open_work],
             "waiting_for_input": self.waiting_for_input,
         }
+
+
+def _asks_for_input(key: str) -> bool:
+    """Whether a stored type key is ``InputRequiredEvent`` or a subclass this process has
+    defined (the workflow's own question types, when it is loaded; nothing is imported)."""
+    pending: list[type[InputRequiredEvent]] = [InputRequiredEvent]
+    while pending:
+        cls = pending.pop()
+        if type_key(cls) == key:
+            return True
+        pending.extend(cls.__subclasses__())
+    return False
 
 
 def _outcome(row: TimelineRow) -> str:
