@@ -242,3 +242,50 @@ def test_show_says_a_run_waits_for_input(tmp_path: Path) -> None:
         [],
         [],
     )
+
+
+def test_list_shows_and_filters_runs_that_wait_for_an_answer(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    # i3 asked with a returned question; i4 got its first answer and now waits in a
+    # wait_for_event; g1 completed.
+    assert (
+        riverbed(
+            "run", flow("Interview"), "--store", url, "--run-id", "i3", cwd=tmp_path
+        ).returncode
+        == 4
+    )
+    assert (
+        riverbed(
+            "run", flow("Interview"), "--store", url, "--run-id", "i4", cwd=tmp_path, stdin="ana\n"
+        ).returncode
+        == 4
+    )
+    assert (
+        riverbed(
+            "run", flow("greeter"), "-a", "name=bo", "--store", url, "--run-id", "g1", cwd=tmp_path
+        ).returncode
+        == 0
+    )
+    listed = riverbed("runs", "list", "--store", url, "--json", cwd=tmp_path)
+    waiting = {r["run_id"]: r["waiting"] for r in json.loads(listed.stdout)}
+    assert waiting == {"i3": True, "i4": True, "g1": False}
+    only = riverbed("runs", "list", "--status", "waiting", "--store", url, "--json", cwd=tmp_path)
+    assert [r["run_id"] for r in json.loads(only.stdout)] == ["i4", "i3"]  # newest first
+    paged = riverbed(
+        "runs",
+        "list",
+        "--status",
+        "waiting",
+        "--offset",
+        "1",
+        "--limit",
+        "5",
+        "--store",
+        url,
+        "--json",
+        cwd=tmp_path,
+    )
+    assert [r["run_id"] for r in json.loads(paged.stdout)] == ["i3"]
+    table = riverbed("runs", "list", "--store", url, cwd=tmp_path).stdout
+    assert table.count("waiting") == 2
+    assert "completed" in table

@@ -28,6 +28,7 @@ __all__ = [
     "WaitView",
     "WorkView",
     "read_run",
+    "waits_from_outside",
     "record_to_dict",
     "type_name",
 ]
@@ -188,6 +189,28 @@ class RunDetails:
             "open_work": [asdict(w) for w in self.open_work],
             "waiting_for_input": self.waiting_for_input,
         }
+
+
+async def waits_from_outside(store: DurableStore, run_id: str) -> bool:
+    """Whether a running run needs an event from outside to go on: no step of it is running
+    or due, except steps suspended in ``wait_for_event``, and it waits in one of them or
+    asked with a returned ``InputRequiredEvent``. (Its process may be gone: the answer,
+    sent by run id, continues it.)"""
+    record = await store.get_run(run_id)
+    if record.status.is_terminal:
+        return False
+    waits = {w.step for w in await store.read_waiters(run_id) if w.resolved is None}
+    for work in await store.read_open_work(run_id):
+        if not (work.status == "running" and work.step in waits):
+            return False  # a step runs or is due
+    if waits:
+        return True
+    after = 0
+    while rows := await store.read_stream(run_id, after, 1000):
+        if any(_asks_for_input(row.type_key) for row in rows):
+            return True
+        after = rows[-1].seq
+    return False
 
 
 def _asks_for_input(key: str) -> bool:

@@ -157,8 +157,9 @@ def _add_runs(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     listing.add_argument("--store", metavar="URL", help=_STORE_HELP)
     listing.add_argument(
         "--status",
-        choices=["running", "completed", "failed", "cancelled", "timed_out"],
-        help="only runs with this status",
+        choices=["running", "waiting", "completed", "failed", "cancelled", "timed_out"],
+        help="only runs with this status; waiting: running runs that wait for an event from "
+        "outside (a human's answer)",
     )
     listing.add_argument(
         "--workflow", metavar="NAME", help="only runs of this workflow (module.ClassName)"

@@ -14,7 +14,14 @@ from rich.table import Table
 
 from riverbed.cli.common import UsageError, describe_store, json_text, one_line, open_store
 from riverbed.errors import RunFinishedError, RunNotFoundError
-from riverbed.inspection import RunDetails, WorkView, read_run, record_to_dict, type_name
+from riverbed.inspection import (
+    RunDetails,
+    WorkView,
+    read_run,
+    record_to_dict,
+    type_name,
+    waits_from_outside,
+)
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.workflow import Workflow
 
@@ -84,12 +91,22 @@ async def list_runs(
 ) -> int:
     """Print a table (or JSON) of runs, newest first."""
     await open_store(store)
-    wanted = RunStatus(status) if status else None
-    records: list[RunRecord] = await store.list_runs(
-        workflow=workflow, status=wanted, limit=limit, offset=offset
-    )
+    records: list[RunRecord]
+    if status == "waiting":
+        records = await _waiting_runs(store, workflow, limit, offset)
+        waiting = {r.run_id for r in records}
+    else:
+        wanted = RunStatus(status) if status else None
+        records = await store.list_runs(
+            workflow=workflow, status=wanted, limit=limit, offset=offset
+        )
+        waiting = {
+            r.run_id
+            for r in records
+            if r.status is RunStatus.RUNNING and await waits_from_outside(store, r.run_id)
+        }
     if as_json:
-        print(json_text([record_to_dict(r) for r in records]))
+        print(json_text([{**record_to_dict(r), "waiting": r.run_id in waiting} for r in records]))
         return 0
     if not records:
         console.print("No runs.")
@@ -102,16 +119,40 @@ async def list_runs(
         style = _STATUS_STYLE.get(record.status, "")
         result = record_to_dict(record)["result"]
         outcome = record.error or ("" if result is None else json_text(result, indent=None))
+        shown = "waiting" if record.run_id in waiting else record.status.value
         table.add_row(
             record.run_id,
             record.workflow,  # in full: the name `runs list --workflow` matches
-            f"[{style}]{record.status.value}[/]",
+            f"[{'yellow' if record.run_id in waiting else style}]{shown}[/]",
             _when(record.started_at),
             _duration(record),
             escape(_short(outcome, 50)),
         )
     console.print(table)
     return 0
+
+
+async def _waiting_runs(
+    store: Any, workflow: str | None, limit: int, offset: int
+) -> list[RunRecord]:
+    """Running runs that wait for an event from outside, newest first (running runs are
+    read a page at a time and each is looked at)."""
+    found: list[RunRecord] = []
+    skipped, page, start = 0, 200, 0
+    while len(found) < limit:
+        batch: list[RunRecord] = await store.list_runs(
+            workflow=workflow, status=RunStatus.RUNNING, limit=page, offset=start
+        )
+        for record in batch:
+            if await waits_from_outside(store, record.run_id):
+                if skipped < offset:
+                    skipped += 1
+                elif len(found) < limit:
+                    found.append(record)
+        if len(batch) < page:
+            break
+        start += page
+    return found
 
 
 def _timeline_table(details: RunDetails) -> Table:
