@@ -118,6 +118,23 @@ async def test_cancel_a_waiting_run_and_an_ended_one(base_url: str) -> None:
         assert [(e.kind, e.type) for e in last] == [("end", "WorkflowCancelledEvent")]
 
 
+async def test_runs_waiting_for_an_answer_are_flagged_and_listed(base_url: str) -> None:
+    async with AsyncClient(base_url) as client:
+        done = await client.start(COUNTER, {"upto": 2}, run_id="counted", wait=True)
+        assert done["status"] == "completed"
+        run_id = (await client.start(APPROVAL, {"topic": "y", "ticks": 0}))["run_id"]
+        async for event in client.stream(run_id):
+            if event.type == "Question":
+                break
+        flags = {r["run_id"]: r["waiting"] for r in await client.list()}
+        assert flags == {run_id: True, "counted": False}
+        assert [r["run_id"] for r in await client.list(status="waiting")] == [run_id]
+        assert await client.list(status="waiting", offset=1) == []
+        await client.send_event(run_id, "Answer", {"approved": False})
+        assert (await client.result(run_id))["approved"] is False
+        assert await client.list(status="waiting") == []
+
+
 async def test_workflow_endpoints(base_url: str) -> None:
     async with httpx.AsyncClient(base_url=base_url) as http:
         listed = (await http.get("/api/workflows")).json()["workflows"]

@@ -18,7 +18,7 @@ from typing import Any
 
 from riverbed.events import InputRequiredEvent
 from riverbed.serialization import type_key
-from riverbed.stores.base import RunRecord
+from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import DurableStore, TimelineRow
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "WaitView",
     "WorkView",
     "read_run",
+    "waiting_runs",
     "waits_from_outside",
     "record_to_dict",
     "type_name",
@@ -211,6 +212,29 @@ async def waits_from_outside(store: DurableStore, run_id: str) -> bool:
             return True
         after = rows[-1].seq
     return False
+
+
+async def waiting_runs(
+    store: DurableStore, workflow: str | None = None, limit: int = 50, offset: int = 0
+) -> list[RunRecord]:
+    """The running runs that wait for an event from outside (:func:`waits_from_outside`),
+    newest first; running runs are read a page at a time and each is looked at."""
+    found: list[RunRecord] = []
+    skipped, page, start = 0, 200, 0
+    while len(found) < limit:
+        batch = await store.list_runs(
+            workflow=workflow, status=RunStatus.RUNNING, limit=page, offset=start
+        )
+        for record in batch:
+            if len(found) < limit and await waits_from_outside(store, record.run_id):
+                if skipped < offset:
+                    skipped += 1
+                else:
+                    found.append(record)
+        if len(batch) < page:
+            break
+        start += page
+    return found
 
 
 def _asks_for_input(key: str) -> bool:

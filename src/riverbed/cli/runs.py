@@ -20,6 +20,7 @@ from riverbed.inspection import (
     read_run,
     record_to_dict,
     type_name,
+    waiting_runs,
     waits_from_outside,
 )
 from riverbed.stores.base import RunRecord, RunStatus
@@ -93,7 +94,7 @@ async def list_runs(
     await open_store(store)
     records: list[RunRecord]
     if status == "waiting":
-        records = await _waiting_runs(store, workflow, limit, offset)
+        records = await waiting_runs(store, workflow, limit, offset)
         waiting = {r.run_id for r in records}
     else:
         wanted = RunStatus(status) if status else None
@@ -130,29 +131,6 @@ async def list_runs(
         )
     console.print(table)
     return 0
-
-
-async def _waiting_runs(
-    store: Any, workflow: str | None, limit: int, offset: int
-) -> list[RunRecord]:
-    """Running runs that wait for an event from outside, newest first (running runs are
-    read a page at a time and each is looked at)."""
-    found: list[RunRecord] = []
-    skipped, page, start = 0, 200, 0
-    while len(found) < limit:
-        batch: list[RunRecord] = await store.list_runs(
-            workflow=workflow, status=RunStatus.RUNNING, limit=page, offset=start
-        )
-        for record in batch:
-            if await waits_from_outside(store, record.run_id):
-                if skipped < offset:
-                    skipped += 1
-                elif len(found) < limit:
-                    found.append(record)
-        if len(batch) < page:
-            break
-        start += page
-    return found
 
 
 def _timeline_table(details: RunDetails) -> Table:

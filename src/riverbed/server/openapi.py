@@ -152,8 +152,9 @@ def _paths() -> dict[str, Any]:
                     _query("workflow", {"type": "string"}, "Only runs of this workflow."),
                     _query(
                         "status",
-                        {"type": "string", "enum": [s.value for s in RunStatus]},
-                        "Only runs with this status.",
+                        {"type": "string", "enum": [*(s.value for s in RunStatus), "waiting"]},
+                        "Only runs with this status; `waiting`: running runs that wait for "
+                        "an event from outside (a human's answer).",
                     ),
                     _query(
                         "limit",
@@ -350,7 +351,24 @@ def _schemas() -> dict[str, Any]:
             "type": "object",
             "required": ["runs", "limit", "offset"],
             "properties": {
-                "runs": {"type": "array", "items": _ref("Run")},
+                "runs": {
+                    "type": "array",
+                    "items": {
+                        "allOf": [
+                            _ref("Run"),
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "waiting": {
+                                        "type": "boolean",
+                                        "description": "running, and waiting for an event "
+                                        "from outside (a human's answer)",
+                                    }
+                                },
+                            },
+                        ]
+                    },
+                },
                 "limit": {"type": "integer"},
                 "offset": {"type": "integer"},
                 "next_offset": {"type": ["integer", "null"]},

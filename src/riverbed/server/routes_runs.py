@@ -19,7 +19,8 @@ from riverbed.stores.base import RunStatus
 
 __all__ = ["routes"]
 
-_STATUSES = [s.value for s in RunStatus]
+#: ``waiting``: running runs that wait for an event from outside (a human's answer)
+_STATUSES = [s.value for s in RunStatus] + ["waiting"]
 
 
 def _service(request: Request) -> RunService:
@@ -38,13 +39,18 @@ async def list_runs(request: Request) -> Response:
             "invalid-query",
             f"status must be one of {', '.join(_STATUSES)}, got {status_text!r}.",
         )
-    status = RunStatus(status_text) if status_text else None
     limit = query_int(request, "limit", 50, 1, 500)
     offset = query_int(request, "offset", 0, 0, 1_000_000)
-    records = await service.list_runs(workflow, status, limit + 1, offset)
+    if status_text == "waiting":
+        records = await service.waiting_runs(workflow, limit + 1, offset)
+    else:
+        status = RunStatus(status_text) if status_text else None
+        records = await service.list_runs(workflow, status, limit + 1, offset)
     more = len(records) > limit
+    records = records[:limit]
+    waiting = await service.waiting_among(records)
     body: dict[str, Any] = {
-        "runs": [run_json(r) for r in records[:limit]],
+        "runs": [{**run_json(r), "waiting": r.run_id in waiting} for r in records],
         "limit": limit,
         "offset": offset,
         "next_offset": offset + limit if more else None,

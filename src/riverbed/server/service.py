@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from riverbed.errors import RunFinishedError, RunNotFoundError
 from riverbed.events import Event, StartEvent
 from riverbed.handler import WorkflowHandler
-from riverbed.inspection import record_to_dict, type_name
+from riverbed.inspection import record_to_dict, type_name, waiting_runs, waits_from_outside
 from riverbed.serialization import type_key
 from riverbed.server.catalog import Catalog, Entry
 from riverbed.server.feed import FeedHub
@@ -286,6 +286,34 @@ class RunService:
             merged.extend(await _list(store, workflow, status, limit + offset, 0))
         merged.sort(key=lambda r: r.started_at, reverse=True)
         return merged[offset : offset + limit]
+
+    async def waiting_runs(self, workflow: str | None, limit: int, offset: int) -> list[RunRecord]:
+        """Running runs that wait for an event from outside, newest first, across the
+        served workflows' stores."""
+        await self.open_stores()
+        stores = (
+            [self.catalog.get(workflow).workflow.store]
+            if workflow is not None
+            else self.catalog.stores()
+        )
+        merged: list[RunRecord] = []
+        for store in stores:
+            merged.extend(await waiting_runs(store, workflow, limit + offset, 0))
+        merged.sort(key=lambda r: r.started_at, reverse=True)
+        return merged[offset : offset + limit]
+
+    async def waiting_among(self, records: list[RunRecord]) -> set[str]:
+        """Ids of the running runs among ``records`` that wait for an event from outside
+        (``riverbed.inspection.waits_from_outside``)."""
+        waiting: set[str] = set()
+        for record in records:
+            entry = self.catalog.entries.get(record.workflow)
+            if record.status is not RunStatus.RUNNING or entry is None:
+                continue
+            with contextlib.suppress(RunNotFoundError):  # deleted meanwhile
+                if await waits_from_outside(entry.workflow.store, record.run_id):
+                    waiting.add(record.run_id)
+        return waiting
 
     async def terminal_event(self, record: RunRecord, seq: int) -> dict[str, Any]:
         """The event that ended a run, as the stream's last message."""

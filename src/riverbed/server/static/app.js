@@ -116,7 +116,8 @@
         row.dataset.runId = run.run_id;
         row.appendChild(el("td")).appendChild(el("code", run.run_id));
         row.appendChild(el("td", short(run.workflow)));
-        row.appendChild(el("td")).appendChild(el("span", run.status, "status " + run.status));
+        var shown = run.waiting ? "waiting" : run.status;
+        row.appendChild(el("td")).appendChild(el("span", shown, "status " + shown));
         row.appendChild(el("td", when(run.started_at)));
         var end = run.finished_at || Date.now() / 1000;
         row.appendChild(el("td", seconds(end - run.started_at)));
