@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -541,6 +542,38 @@ async def test_an_answer_to_a_waiter_newer_than_the_commit_is_recorded(tmp_path:
     [(waiter_id, resolved)] = rows(db, "SELECT waiter_id, resolved_seq FROM waiters")
     assert resolved == pong_seq, waiter_id
     assert sorted(rows(db, "SELECT step FROM commits")) == [("reply",), ("wait",)]
+
+
+@pytest.mark.usefixtures("hang_guard")
+async def test_a_wait_that_begins_while_its_answer_commits_is_answered_with_its_registration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The reply's commit is in the writer's hands (held there) when the waiter registers:
+    # the registration, queued behind it, records the answer in the same transaction. The
+    # separate write that records late answers (record_answers) is made to never happen,
+    # as if the process died right after the reply's commit: the answer is in the store
+    # all the same.
+    from riverbed._engine.durable import DurableRun
+    from riverbed.stores import _sqlite_writes
+
+    db = tmp_path / "runs.db"
+    wf = _LateWait(store=f"sqlite:///{db}")
+    sql_commit = _sqlite_writes.commit
+
+    def held_reply_commit(conn: sqlite3.Connection, run_id: str, c: Any, now: float) -> int:
+        if c.step == "reply":
+            time.sleep(0.3)  # on the writer thread: the commit is on its way
+        return sql_commit(conn, run_id, c, now)
+
+    async def never(self: DurableRun, answers: Any) -> None:
+        return None
+
+    monkeypatch.setattr(_sqlite_writes, "commit", held_reply_commit)
+    monkeypatch.setattr(DurableRun, "_record_answers", never)
+    assert await wf.run(run_id="held") == 3
+    await wf.store.close()
+    [(pong_seq,)] = rows(db, "SELECT seq FROM events WHERE type_key LIKE '%._Pong'")
+    assert rows(db, "SELECT resolved_seq FROM waiters") == [(pong_seq,)]
 
 
 class _Tool(Event):

@@ -677,6 +677,27 @@ async def test_waiters_register_once_and_get_resolved(store: AnyStore) -> None:
     assert await store.read_waiters("r1") == list(snap.waiters)
 
 
+async def test_a_new_waiter_is_answered_by_the_first_committed_of_its_answers(
+    store: AnyStore,
+) -> None:
+    await new_run(store, targets=())
+    for seq in (2, 3):
+        await store.submit_event("r1", ev(seq, "t.Answer", f'{{"n": {seq}}}'), (), ())
+    # 9 is not committed (its commit failed); 3 and 2 are, in the order the run handed
+    # them out: 3 first
+    waiter = WaiterRow("w-1", "start", "t.Answer", "{}", answers=(9, 3, 2))
+    stored = await store.register_waiter("r1", waiter)
+    assert stored.new is True
+    assert stored.resolved is not None
+    assert (stored.resolved.seq, stored.resolved.payload) == (3, '{"n": 3}')
+    # an existing waiter keeps what it has: answers only apply to a new one
+    await store.register_waiter("r1", WaiterRow("w-2", "start", "t.Answer", "{}"))
+    again = await store.register_waiter("r1", WaiterRow("w-2", "s", "t.Answer", "{}", answers=(2,)))
+    assert (again.new, again.resolved) == (False, None)
+    none = await store.register_waiter("r1", WaiterRow("w-3", "s", "t.Answer", "{}", answers=(9,)))
+    assert (none.new, none.resolved) == (True, None)
+
+
 async def test_a_commit_records_the_answers_its_events_give(store: AnyStore) -> None:
     await new_run(store, targets=("start", "other"))
     await store.register_waiter("r1", WaiterRow("w-1", "start", "t.Reply", "{}"))

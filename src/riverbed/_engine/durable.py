@@ -30,7 +30,7 @@ from riverbed._engine import crashpoints
 from riverbed._engine.attempt import CURRENT_ATTEMPT, Attempt, Delivery
 from riverbed._engine.collect import CollectBuffer
 from riverbed._engine.run import Run, StepRuntime, no_consumer_error
-from riverbed._engine.waiters import Waiter
+from riverbed._engine.waiters import Waiter, answers_wait
 from riverbed.errors import (
     FencedError,
     RunOwnedError,
@@ -101,6 +101,9 @@ class DurableRun(Run):
         self._registering: dict[str, asyncio.Future[None]] = {}
         #: waiter id -> the delivery (seq, step) that registered it in this process
         self._waiter_owners: dict[str, tuple[int, str]] = {}
+        #: the events of the commits on their way to the store, by commit: a wait that
+        #: begins meanwhile is answered by the first that matches (see register_waiter)
+        self._in_flight: list[list[tuple[int, Event]]] = []
         #: this process created the run's row (or acquired it to resume): only then may it
         #: record the run's end. ``run(run_id=...)`` with a taken id fails in create_run,
         #: and that failure must not end (or release) the existing run it collided with.
@@ -541,6 +544,12 @@ class DurableRun(Run):
             if recording:
                 await asyncio.wait(recording)
         crashpoints.hit("before_commit")
+        flight = []
+        for seq, event in attempt.produced:
+            if isinstance(event, StopEvent):
+                break  # routing stops at the StopEvent
+            flight.append((seq, event))
+        self._in_flight.append(flight)
         try:
             await self.durable_store.commit(self.run_id, row)
         except FencedError:
@@ -554,6 +563,8 @@ class DurableRun(Run):
             self._release_writer(attempt, restore=True)
             self._confirm_end()
             return
+        finally:
+            self._in_flight.remove(flight)
         crashpoints.hit("after_commit")
         self._preclaimed.update(new_claims)
         self._release_writer(attempt, restore=False)
@@ -816,6 +827,15 @@ class DurableRun(Run):
                     type_key(event_type),
                     json.dumps(requirements or {}),
                     timeout_at=None if timeout is None else time.time() + timeout,
+                    # Events of commits on their way: when one returns, its events are
+                    # handed to this waiter (Run.route), so the store records the answer
+                    # with the waiter rather than in a later write (record_answers).
+                    answers=tuple(
+                        seq
+                        for flight in self._in_flight
+                        for seq, event in flight
+                        if answers_wait(event_type, requirements, event)
+                    ),
                 ),
                 announced,
                 sent,

@@ -16,7 +16,7 @@ from riverbed.events import Event
 if TYPE_CHECKING:
     from riverbed._engine.run import Run
 
-__all__ = ["Waiter", "Waiters"]
+__all__ = ["Waiter", "Waiters", "answers_wait"]
 
 
 class Waiter:
@@ -37,13 +37,20 @@ class Waiter:
         self.future = future
 
     def matches(self, event: Event) -> bool:
-        if not isinstance(event, self.event_type):
-            return False
-        if self.requirements:
-            for key, expected in self.requirements.items():
-                if event.get(key, _ABSENT) != expected:
-                    return False
-        return True
+        return answers_wait(self.event_type, self.requirements, event)
+
+
+def answers_wait(
+    event_type: type[Event], requirements: dict[str, Any] | None, event: Event
+) -> bool:
+    """Whether ``event`` answers a wait for ``event_type`` with these requirements."""
+    if not isinstance(event, event_type):
+        return False
+    if requirements:
+        for key, expected in requirements.items():
+            if event.get(key, _ABSENT) != expected:
+                return False
+    return True
 
 
 _ABSENT = object()
@@ -133,8 +140,12 @@ class Waiters:
         except BaseException:
             self._waiters.remove(waiter)
             raise
-        if answered is not None:  # a durable run answered before a restart
-            self._waiters.remove(waiter)
+        if answered is not None:
+            # A durable run's store had the answer: from before a restart, or from a commit
+            # that was on its way when this wait began (which may have been handed to the
+            # waiter already, when that commit returned).
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
             return answered
         if question is not None:
             self._announced.add(waiter_id)

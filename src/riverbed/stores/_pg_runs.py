@@ -70,6 +70,17 @@ async def register_waiter(
         )
     if inserted == 1 and sent is not None and (sent.produced or sent.state is not None):
         await insert_sent(conn, run_id, sent, now)
+    if inserted == 1 and waiter.answers:
+        # The first of them that is committed answers it.
+        first = await conn.fetchval(
+            "SELECT a.seq FROM unnest($2::bigint[]) WITH ORDINALITY AS a (seq, i)"
+            " WHERE EXISTS (SELECT 1 FROM events e WHERE e.run_id = $1 AND e.seq = a.seq)"
+            " ORDER BY a.i LIMIT 1",
+            run_id,
+            list(waiter.answers),
+        )
+        if first is not None:
+            await record_answers(conn, run_id, [(int(first), waiter.waiter_id)])
     stored = (await read_waiters(conn, run_id, waiter.waiter_id))[0]
     return dataclasses.replace(stored, new=inserted == 1)
 

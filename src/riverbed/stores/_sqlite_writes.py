@@ -427,6 +427,9 @@ def register_waiter(
                 "UPDATE runs SET next_seq = max(next_seq, ?) WHERE run_id = ?",
                 (max(p.event.seq for p in sent.produced) + 1, run_id),
             )
+    if inserted == 1 and waiter.answers:
+        # The first committed one wins: record_answers leaves an answered waiter alone.
+        record_answers(conn, run_id, [(seq, waiter.waiter_id) for seq in waiter.answers])
     stored = read_waiters(conn, run_id, waiter.waiter_id)[0]
     return dataclasses.replace(stored, new=inserted == 1)
 

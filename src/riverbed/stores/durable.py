@@ -152,6 +152,11 @@ class WaiterRow:
     timeout_at: float | None = None
     #: set by register_waiter: this call recorded the waiter (it was not there before)
     new: bool = False
+    #: given to register_waiter: seqs of events on their way to the store (in commits
+    #: submitted before this registration) that answer the waiter, in the order the run
+    #: hands them out; a new waiter is recorded answered by the first of them that is
+    #: committed, in its own transaction (no later write, so no crash, can lose the answer)
+    answers: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
