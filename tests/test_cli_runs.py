@@ -212,6 +212,7 @@ def test_show_says_which_step_waits_and_for_what(tmp_path: Path) -> None:
     shown = riverbed("runs", "show", "i1", "--store", url, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "waiting: step answer waits for HumanResponseEvent" in shown.stdout
+    assert "running: step answer" not in shown.stdout  # it waits, as the line above says
     details = json.loads(
         riverbed("runs", "show", "i1", "--json", "--store", url, cwd=tmp_path).stdout
     )

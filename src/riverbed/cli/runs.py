@@ -200,8 +200,10 @@ async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) 
             f"[yellow]waiting[/]: step {escape(wait.step)} waits for "
             f"{escape(wait.event_type)}{escape(needs)}{until}"
         )
+    waits = {wait.step for wait in details.waiting}
     for work in details.open_work:
-        console.print(_work_line(work))
+        if not (work.status == "running" and work.step in waits):  # said above: it waits
+            console.print(_work_line(work))
     if details.waiting_for_input:
         console.print(
             "[yellow]waiting for input[/]: the run asked (InputRequiredEvent) and waits for "
