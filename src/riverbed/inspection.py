@@ -192,18 +192,23 @@ class RunDetails:
         }
 
 
-async def waits_from_outside(store: DurableStore, run_id: str) -> bool:
+async def waits_from_outside(
+    store: DurableStore, run_id: str, record: RunRecord | None = None
+) -> bool:
     """Whether a running run needs an event from outside to go on: no step of it is running
     or due, except steps suspended in ``wait_for_event``, and it waits in one of them or
     asked with a returned ``InputRequiredEvent``. (Its process may be gone: the answer,
-    sent by run id, continues it.)"""
-    record = await store.get_run(run_id)
+    sent by run id, continues it.) ``record``: the run's record, if the caller has it."""
+    if record is None:
+        record = await store.get_run(run_id)
     if record.status.is_terminal:
         return False
+    work = await store.read_open_work(run_id)
+    if any(item.status != "running" for item in work):
+        return False  # a step is due (the usual answer for a busy run: one read)
     waits = {w.step for w in await store.read_waiters(run_id) if w.resolved is None}
-    for work in await store.read_open_work(run_id):
-        if not (work.status == "running" and work.step in waits):
-            return False  # a step runs or is due
+    if any(item.step not in waits for item in work):
+        return False  # a step runs
     if waits:
         return True
     after = 0
@@ -226,7 +231,7 @@ async def waiting_runs(
             workflow=workflow, status=RunStatus.RUNNING, limit=page, offset=start
         )
         for record in batch:
-            if len(found) < limit and await waits_from_outside(store, record.run_id):
+            if len(found) < limit and await waits_from_outside(store, record.run_id, record):
                 if skipped < offset:
                     skipped += 1
                 else:

@@ -104,7 +104,7 @@ async def list_runs(
         waiting = {
             r.run_id
             for r in records
-            if r.status is RunStatus.RUNNING and await waits_from_outside(store, r.run_id)
+            if r.status is RunStatus.RUNNING and await waits_from_outside(store, r.run_id, r)
         }
     if as_json:
         print(json_text([{**record_to_dict(r), "waiting": r.run_id in waiting} for r in records]))

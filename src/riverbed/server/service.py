@@ -311,7 +311,7 @@ class RunService:
             if record.status is not RunStatus.RUNNING or entry is None:
                 continue
             with contextlib.suppress(RunNotFoundError):  # deleted meanwhile
-                if await waits_from_outside(entry.workflow.store, record.run_id):
+                if await waits_from_outside(entry.workflow.store, record.run_id, record):
                     waiting.add(record.run_id)
         return waiting
 
