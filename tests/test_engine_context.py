@@ -12,6 +12,7 @@ from riverbed import (
     StartEvent,
     StopEvent,
     Workflow,
+    WorkflowCancelledByUser,
     WorkflowRuntimeError,
     step,
 )
@@ -195,3 +196,78 @@ async def test_state_written_by_concurrent_steps_is_kept() -> None:
             return StopEvent(result=await ctx.store.get("total")) if done else None
 
     assert await Flow().run() == 45
+
+
+# -- the rest of LlamaIndex's Context and handler surface ----------------------------------
+
+
+class _Tick(Event):
+    n: int
+
+
+class _Done(StopEvent):
+    total: int
+
+
+def _progress(message: str) -> None:
+    """A helper a step calls without passing ctx (as a decorator around a step would)."""
+    Context.get_step_context().write_event_to_stream(_Tick(n=len(message)))
+
+
+class _Helpers(Workflow):
+    release: asyncio.Event
+
+    @step
+    async def work(self, ev: StartEvent) -> _Done:
+        _progress("four")
+        await type(self).release.wait()
+        return _Done(total=4)
+
+
+async def test_get_step_context_running_steps_and_the_context_stream() -> None:
+    _Helpers.release = asyncio.Event()
+    workflow = _Helpers()
+    handler = workflow.run()
+    ctx = handler.ctx
+    seen = []
+    async for ev in ctx.stream_events():
+        seen.append(ev)
+        if isinstance(ev, _Tick):
+            assert await ctx.running_steps() == ["work"]
+            with pytest.raises(ContextStateError, match="still running"):
+                ctx.get_result()
+            _Helpers.release.set()
+    assert [type(ev) for ev in seen] == [_Tick, _Done]
+    assert seen[0].n == 4
+    done = await handler
+    assert isinstance(done, _Done)
+    assert ctx.get_result() is done
+    assert await handler.stop_event_result() is done
+    assert not handler.cancelled()
+    with pytest.raises(ContextStateError, match="finished"):
+        await ctx.running_steps()
+    with pytest.raises(WorkflowRuntimeError, match="only works inside a step"):
+        Context.get_step_context()
+
+
+async def test_stop_event_result_gives_the_base_stop_event_and_cancel_stops_the_run() -> None:
+    class Plain(Workflow):
+        @step
+        async def go(self, ev: StartEvent) -> StopEvent:
+            return StopEvent(result=7)
+
+    handler = Plain().run()
+    stop = await handler.stop_event_result()
+    assert type(stop) is StopEvent
+    assert stop.result == 7
+    assert await handler == 7
+
+    _Helpers.release = asyncio.Event()  # never set: the step waits until cancelled
+    waiting = _Helpers().run()
+    await asyncio.sleep(0.01)
+    waiting.cancel()
+    with pytest.raises(WorkflowCancelledByUser):
+        await waiting
+    assert waiting.cancelled()
+    with pytest.raises(WorkflowCancelledByUser):
+        await waiting.stop_event_result()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from pydantic import BaseModel
@@ -178,6 +178,57 @@ class Context(Generic[S]):
         """
         attempt = self._attempt("memo()")
         return await attempt.run.memo(attempt, name, compute)
+
+    @staticmethod
+    def get_step_context() -> Context[Any]:
+        """The context of the step running now, for decorators and helpers around a step
+        that does not take ``ctx`` itself. Raises ``WorkflowRuntimeError`` outside a step."""
+        attempt = CURRENT_ATTEMPT.get()
+        if attempt is None:
+            raise WorkflowRuntimeError(
+                "Context.get_step_context() only works inside a step (or in code a step "
+                "calls). Outside a run, use handler.ctx."
+            )
+        return attempt.run.ctx
+
+    async def running_steps(self) -> list[str]:
+        """Names of the steps with an attempt in progress (from outside the run)."""
+        run = self._running("running_steps()")
+        return sorted(name for name, rt in run.steps.items() if rt.running)
+
+    def stream_events(self) -> AsyncIterator[Event]:
+        """The run's stream, as ``handler.stream_events()`` reads it (from outside the run;
+        a step writes with ``write_event_to_stream``)."""
+        if CURRENT_ATTEMPT.get() is not None:
+            raise ContextStateError(
+                "ctx.stream_events() reads the stream from outside the run; inside a step, "
+                "write to it with ctx.write_event_to_stream()."
+            )
+        run = self._run
+        if run is None:
+            raise ContextStateError(
+                "stream_events() called before the workflow started. Call workflow.run() "
+                "first, or read handler.stream_events()."
+            )
+        from riverbed.handler import WorkflowHandler
+
+        return WorkflowHandler(run).stream_events()
+
+    def get_result(self) -> Any:
+        """The finished run's result, as ``await handler`` gives it (LlamaIndex keeps this
+        for older code; prefer awaiting the handler). Raises the run's error if it failed."""
+        run = self._run
+        if run is None:
+            raise ContextStateError(
+                "get_result() needs a finished run of this context: await the handler that "
+                "workflow.run(ctx=ctx) returned."
+            )
+        if not run.result.done():
+            raise ContextStateError(
+                f"get_result() called while run {run.run_id} is still running; await its "
+                "handler instead."
+            )
+        return run.result.result()
 
     # -- events --------------------------------------------------------------------------
     def send_event(self, message: Event, step: str | None = None) -> None:

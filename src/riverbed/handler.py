@@ -77,6 +77,26 @@ class WorkflowHandler:
             return asyncio.CancelledError()
         return future.exception()
 
+    def cancelled(self) -> bool:
+        """True once the run has ended cancelled (``cancel_run()``, ``cancel()``, or the
+        task awaiting the handler cancelled)."""
+        return self._run.result.cancelled() or self._run.status is RunStatus.CANCELLED
+
+    def cancel(self) -> None:
+        """Start cancelling the run without waiting (from the run's event loop);
+        ``await handler.cancel_run()`` does the same and returns once the run has ended."""
+        if not self._run.done:
+            self._run.cancel_soon()
+
+    async def stop_event_result(self) -> StopEvent:
+        """Wait for the run and return the ``StopEvent`` that ended it (the instance, also
+        for the base class, whose ``await handler`` gives only ``.result``). Raises the
+        run's error if it did not complete."""
+        await asyncio.shield(self._run.result)
+        terminal = self._run.stream.terminal
+        assert terminal is not None  # a completed run's stream ends with its StopEvent
+        return terminal
+
     def get_stop_event(self) -> StopEvent | None:
         """The event that ended the run (a StopEvent, or the timed-out/failed/cancelled
         event), or None while it runs."""
