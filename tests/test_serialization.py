@@ -33,6 +33,8 @@ from riverbed import (
     WorkflowFailedEvent,
     step,
 )
+from riverbed._tagged_json import to_plain
+from riverbed.inspection import read_run
 from riverbed.serialization import (
     EventCodec,
     JsonSerializer,
@@ -392,3 +394,107 @@ async def test_my_state_through_a_durable_run_and_resume(
     final = await resumed.ctx.store.get_state()
     assert final.my_obj.name == "new_name+ok"
     await asyncio.sleep(0)
+
+
+# -- untyped state keeps its values' types -------------------------------------------------
+
+
+class Point(BaseModel):
+    x: int
+    y: int
+
+
+def _rich_dict_state() -> dict[str, Any]:
+    return {
+        "when": dt.datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=dt.timezone.utc),
+        "naive": dt.datetime(2026, 1, 2, 3, 4),
+        "day": dt.date(2026, 1, 2),
+        "at": dt.time(3, 4, 5),
+        "took": dt.timedelta(days=1, seconds=2, microseconds=3),
+        "pair": (1, "two", (3,)),
+        "tags": {"a", "b"},
+        "frozen": frozenset({1}),
+        "by_number": {1: "one", 2: ["two"]},
+        "marker_key": {"__riverbed__": "not ours", "n": 1},
+        "id": __import__("uuid").UUID(int=7),
+        "money": __import__("decimal").Decimal("1.10"),
+        "blob": b"\x00\xff",
+        "where": __import__("pathlib").PurePosixPath("/tmp/x"),
+        "point": Point(x=1, y=2),
+        "event": Rich(text="kept", extra_field=dt.date(2026, 1, 1).isoformat()),
+        "plain": {"list": [1, 2.5, None, True, "s"], "nested": {"k": [{"v": 1}]}},
+        "color": Color.BLUE,
+    }
+
+
+def test_untyped_state_round_trips_its_values_types_through_the_codec() -> None:
+    c = codec(Rich)
+    state = DictState(**_rich_dict_state())
+    back = c.load_state(DictState, c.dump_state(state))
+    expected = _rich_dict_state()
+    expected["color"] = Color.BLUE.value  # an enum is stored as its value, as before
+    assert back.data == expected
+    assert type(back.data["pair"]) is tuple
+    assert type(back.data["tags"]) is set
+    assert type(back.data["point"]) is Point
+    assert type(back.data["event"]) is Rich
+
+
+def test_untyped_state_shown_as_plain_json_and_old_payloads_still_load() -> None:
+    c = codec(Rich)
+    plain = to_plain(json.loads(c.dump_state(DictState(**_rich_dict_state()))))
+    assert plain["when"] == "2026-01-02T03:04:05.000006+00:00"
+    assert plain["pair"] == [1, "two", [3]]
+    assert plain["by_number"] == {"1": "one", "2": ["two"]}
+    assert plain["marker_key"] == {"__riverbed__": "not ours", "n": 1}
+    assert plain["point"] == {"x": 1, "y": 2}
+    assert plain["took"] == 86402.000003
+    assert "__riverbed__" not in json.dumps({k: v for k, v in plain.items() if k != "marker_key"})
+    # written before values were tagged: read as it always was
+    old = c.load_state(DictState, '{"when": "2026-01-02", "pair": [1, 2], "n": 3}')
+    assert old.data == {"when": "2026-01-02", "pair": [1, 2], "n": 3}
+    # a model class this process does not define comes back as its fields
+    gone = '{"p": {"__riverbed__": "model", "type": "nowhere.Gone", "v": {"x": 1}}}'
+    assert c.load_state(DictState, gone).data == {"p": {"x": 1}}
+
+
+class _Stamped(Workflow):
+    @step
+    async def stamp(self, ctx: Context, ev: StartEvent) -> InputRequiredEvent:
+        for key, value in _rich_dict_state().items():
+            await ctx.store.set(key, value)
+        return InputRequiredEvent(prefix="go on?")
+
+    @step
+    async def finish(self, ctx: Context, ev: HumanResponseEvent) -> StopEvent:
+        state = (await ctx.store.get_state()).data
+        expected = _rich_dict_state()
+        expected["color"] = Color.BLUE.value  # an enum is stored as its value
+        # the keys whose value or type differs from what the first process stored
+        differ = [
+            key
+            for key, value in expected.items()
+            if state.get(key) != value or type(state.get(key)) is not type(value)
+        ]
+        return StopEvent(result=differ + sorted(set(state) - set(expected)))
+
+
+async def test_untyped_state_reads_back_the_same_types_after_a_restart(
+    tmp_path: Path, stores: list[Workflow]
+) -> None:
+    # A datetime, a tuple or a set came back as a str or a list after a resume, while the
+    # run that never stopped kept them: code worked until the process restarted.
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    first = _Stamped(store=url)
+    stores.append(first)
+    handler = first.run(run_id="stamped")
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break
+    await first.store.close()  # the process goes away while the run waits
+    second = _Stamped(store=url)
+    stores.append(second)
+    resumed = await second.send_event("stamped", HumanResponseEvent(response="yes"))
+    assert await resumed == []
+    details = await read_run(second.store, "stamped")
+    assert details.state["when"] == "2026-01-02T03:04:05.000006+00:00"  # shown as JSON

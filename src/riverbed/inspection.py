@@ -16,6 +16,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from riverbed._tagged_json import to_plain
 from riverbed.events import InputRequiredEvent
 from riverbed.serialization import type_key
 from riverbed.stores.base import RunRecord, RunStatus
@@ -327,5 +328,13 @@ async def read_run(store: DurableStore, run_id: str, *, stream_limit: int = 10_0
             for w in await store.read_open_work(run_id)
         ]
     return RunDetails(
-        record, _loads(state), state_type, result, timeline, events, stream, waiting, open_work
+        record,
+        to_plain(_loads(state)),
+        state_type,
+        result,
+        timeline,
+        events,
+        stream,
+        waiting,
+        open_work,
     )

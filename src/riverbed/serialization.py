@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
 
+from riverbed._tagged_json import from_tagged, to_tagged
 from riverbed.errors import ContextSerdeError
 from riverbed.events import (
     Event,
@@ -117,8 +118,33 @@ class TypeRegistry:
             pending.extend(cls.__subclasses__())
         return None
 
+    def find(self, key: str) -> type[BaseModel] | None:
+        """The class of ``key`` among the workflow's types and the event and model classes
+        this process has defined (never imported), or None."""
+        cls = self._types.get(key) or self._loaded_event(key)
+        if cls is None:
+            cls = _loaded_model(key)
+            if cls is not None:
+                self.add(cls)
+        return cls
+
     def __contains__(self, key: str) -> bool:
         return key in self._types or self._loaded_event(key) is not None
+
+
+def _loaded_model(key: str) -> type[BaseModel] | None:
+    """A pydantic model class this process has defined whose type key is ``key``."""
+    pending: list[type[BaseModel]] = [BaseModel]
+    seen: set[type[BaseModel]] = set()
+    while pending:
+        cls = pending.pop()
+        if cls in seen:
+            continue
+        seen.add(cls)
+        if type_key(cls) == key:
+            return cls
+        pending.extend(cls.__subclasses__())
+    return None
 
 
 class BaseSerializer:
@@ -259,8 +285,14 @@ class EventCodec:
 
     def dump_state(self, state: BaseModel) -> str:
         """The state as JSON; raises StateValidationError naming the key that cannot be
-        stored (so a durable run rejects it when it is set, not later)."""
+        stored (so a durable run rejects it when it is set, not later). Untyped state
+        keeps its values' types (``riverbed._tagged_json``): a run reads back after a
+        restart the datetimes, tuples and sets it had."""
         try:
+            if isinstance(state, DictState):
+                return json.dumps(
+                    {k: to_tagged(v, self.registry.add, _reject) for k, v in state.data.items()}
+                )
             return json.dumps(state.model_dump(mode="json", fallback=_reject))
         except (TypeError, ValueError) as exc:
             from riverbed.errors import StateValidationError
@@ -284,6 +316,11 @@ class EventCodec:
 
     def load_state(self, state_type: type[BaseModel], payload: str) -> BaseModel:
         try:
+            if issubclass(state_type, DictState):
+                raw = json.loads(payload)
+                return state_type.model_validate(
+                    {k: from_tagged(v, self.registry.find) for k, v in raw.items()}
+                )
             return state_type.model_validate_json(payload)
         except ValidationError as exc:
             name = state_type.__name__

@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from riverbed._tagged_json import to_plain
 from riverbed.inspection import type_name
 from riverbed.server.params import EventBody, query_int, query_number, read_body
 from riverbed.server.problems import Problem
@@ -93,7 +94,9 @@ async def get_state(request: Request) -> Response:
     run_id = request.path_params["run_id"]
     store, _ = await _service(request).find(run_id)
     state, state_type = await store.read_state(run_id)
-    return JSONResponse({"run_id": run_id, "state": json.loads(state), "state_type": state_type})
+    # Untyped state keeps its values' types in the store; clients get plain JSON.
+    plain = to_plain(json.loads(state))
+    return JSONResponse({"run_id": run_id, "state": plain, "state_type": state_type})
 
 
 async def list_events(request: Request) -> Response:
