@@ -42,6 +42,8 @@ __all__ = ["TAG", "from_tagged", "to_plain", "to_tagged"]
 
 TAG = "__riverbed__"
 
+_NATIVE = frozenset({str, int, float, bool, type(None)})
+
 _STRINGS: dict[str, Callable[[str], Any]] = {
     "uuid": uuid.UUID,
     "decimal": decimal.Decimal,
@@ -57,8 +59,17 @@ def to_tagged(
 ) -> Any:
     """``value`` as JSON-ready data, tagged where JSON would lose its type. ``key_of``
     names a model's class; ``reject`` is pydantic's fallback for what it cannot convert."""
+    cls = type(value)
+    if cls in _NATIVE:  # the common cases first, by exact type: a large state is walked
+        return value
+    if cls is list:
+        return [v if type(v) in _NATIVE else to_tagged(v, key_of, reject) for v in value]
+    if cls is dict and TAG not in value and all(type(k) is str for k in value):
+        return {
+            k: v if type(v) in _NATIVE else to_tagged(v, key_of, reject) for k, v in value.items()
+        }
     if value is None or isinstance(value, (str, int, float)):
-        return value  # bool is an int
+        return value  # subclasses (bool is an int, an IntEnum...)
     if isinstance(value, list):
         return [to_tagged(v, key_of, reject) for v in value]
     if isinstance(value, dict):
