@@ -290,3 +290,44 @@ def test_list_shows_and_filters_runs_that_wait_for_an_answer(tmp_path: Path) -> 
     table = riverbed("runs", "list", "--store", url, cwd=tmp_path).stdout
     assert table.count("waiting") == 2
     assert "completed" in table
+
+
+def test_show_says_which_process_executes_a_running_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+    import os
+    import socket
+
+    from riverbed.stores.base import RunRecord, RunStatus
+    from riverbed.stores.durable import EventRow
+    from riverbed.stores.sqlite import SqliteStore
+
+    host = socket.gethostname()
+    owners = {
+        "alive": f"{host}:{os.getpid()}:x",  # this process: alive
+        "gone": f"{host}:999999999:x",  # no such pid on this host
+        "lapsed": "elsewhere.example:1:x",  # another host; heartbeat written 60 s ago
+    }
+
+    async def make() -> None:
+        now = time.time()
+        clocks = {"alive": now, "gone": now, "lapsed": now - 60}
+        for name, owner in owners.items():
+            store = SqliteStore(tmp_path / "runs.db", wall_clock=lambda n=name: clocks[n])
+            async with store:
+                record = RunRecord(name, "flows.Slow", RunStatus.RUNNING, now)
+                start = EventRow(1, "riverbed.events.StartEvent", "{}")
+                await store.create_run(record, start, ("crawl",), "{}", "t.S", owner, None)
+
+    asyncio.run(make())
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    shown = {}
+    for name in owners:
+        assert main(["runs", "show", name, "--store", url]) == 0
+        shown[name] = capsys.readouterr().out
+    assert f"executed by: {owners['alive']}, last heartbeat 0s ago\n" in shown["alive"]
+    assert "(gone: `riverbed runs resume`" in shown["gone"]
+    assert "last heartbeat 60s ago (gone" in shown["lapsed"]
+    listed = json.loads(riverbed("runs", "list", "--store", url, "--json", cwd=tmp_path).stdout)
+    assert {r["run_id"]: r["owner"] for r in listed} == owners

@@ -272,6 +272,8 @@ def record_to_dict(record: RunRecord) -> dict[str, Any]:
         "result": _loads(record.result) if isinstance(record.result, str) else record.result,
         "error": record.error,
         "parent_run_id": record.parent_run_id,
+        "owner": record.owner,
+        "owner_heartbeat": record.owner_heartbeat,
     }
 
 

@@ -23,6 +23,7 @@ from riverbed.inspection import (
     waiting_runs,
     waits_from_outside,
 )
+from riverbed.stores._ownership import owner_is_dead
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.workflow import Workflow
 
@@ -163,6 +164,30 @@ def _timeline_table(details: RunDetails) -> Table:
     return table
 
 
+def _owner_line(store: Any, details: RunDetails) -> str:
+    """Who executes a running run, and whether that process still looks alive."""
+    record = details.record
+    owner = record.owner
+    if owner is None:
+        if any(w.status != "running" for w in details.open_work) or (
+            details.open_work and not details.waiting
+        ):
+            return (
+                "executed by: no process; `riverbed runs resume` or a `riverbed worker` "
+                "continues it"
+            )
+        return "executed by: no process (nothing to do until an answer comes)"
+    age = time.time() - record.owner_heartbeat if record.owner_heartbeat is not None else None
+    seen = "" if age is None else f", last heartbeat {max(age, 0.0):.0f}s ago"
+    lease = float(getattr(store, "lease_seconds", 30.0))
+    if owner_is_dead(owner) or (age is not None and age > lease):
+        return (
+            f"executed by: {escape(owner)}{seen} [yellow](gone: `riverbed runs resume` or "
+            "a `riverbed worker` continues the run)[/]"
+        )
+    return f"executed by: {escape(owner)}{seen}"
+
+
 def _work_line(work: WorkView) -> str:
     """``running: step S on #N Type (attempt 2)`` or ``pending: ..., retry at T``."""
     what = f"step {escape(work.step)} on #{work.event_seq} {escape(work.event_type)}"
@@ -200,6 +225,8 @@ async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) 
             f"[yellow]waiting[/]: step {escape(wait.step)} waits for "
             f"{escape(wait.event_type)}{escape(needs)}{until}"
         )
+    if not record.status.is_terminal:
+        console.print(_owner_line(store, details))
     waits = {wait.step for wait in details.waiting}
     for work in details.open_work:
         if not (work.status == "running" and work.step in waits):  # said above: it waits

@@ -345,6 +345,14 @@ def _schemas() -> dict[str, Any]:
                 "result": {},
                 "error": nullable_str,
                 "parent_run_id": nullable_str,
+                "owner": {
+                    "type": ["string", "null"],
+                    "description": "the process executing the run (host:pid:random)",
+                },
+                "owner_heartbeat": {
+                    "type": ["number", "null"],
+                    "description": "when the owner last said it is alive (epoch seconds)",
+                },
             },
         },
         "RunPage": {

@@ -7,6 +7,7 @@ snapshot); inside a write transaction they see what that transaction locked and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -29,6 +30,8 @@ _RUN_COLUMNS = (
     "run_id, workflow, status, created_at, finished_at, result, error, parent_run_id,"
     " workflow_version"
 )
+#: what get_run and list_runs read: the record and who executes the run
+_RECORD_COLUMNS = f"{_RUN_COLUMNS}, owner, owner_heartbeat"
 _EVENT_COLUMNS = "e.seq, e.type_key, e.payload, e.source_step, e.client_event_id"
 
 
@@ -56,6 +59,12 @@ def run_record(row: Any) -> RunRecord:
     return RunRecord(
         run_id, workflow, RunStatus(status), created, finished, result, error, parent, version
     )
+
+
+def listed_record(row: Any) -> RunRecord:
+    """A run record with its owner (a row of ``_RECORD_COLUMNS``)."""
+    owner, heartbeat = tuple(row)[9:11]
+    return dataclasses.replace(run_record(row), owner=owner, owner_heartbeat=heartbeat)
 
 
 #: the run row's columns a snapshot needs
@@ -183,10 +192,10 @@ async def read_open_work(conn: PgConn, run_id: str) -> list[OpenWorkRow]:
 
 
 async def get_run(conn: PgConn, run_id: str) -> RunRecord:
-    row = await conn.fetchrow(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = $1", run_id)
+    row = await conn.fetchrow(f"SELECT {_RECORD_COLUMNS} FROM runs WHERE run_id = $1", run_id)
     if row is None:
         raise not_found(run_id)
-    return run_record(row)
+    return listed_record(row)
 
 
 async def list_runs(
@@ -194,7 +203,7 @@ async def list_runs(
 ) -> list[RunRecord]:
     wanted = status.value if status is not None else None
     rows = await conn.fetch(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE ($1::text IS NULL OR workflow = $1)"
+        f"SELECT {_RECORD_COLUMNS} FROM runs WHERE ($1::text IS NULL OR workflow = $1)"
         " AND ($2::text IS NULL OR status = $2)"
         " ORDER BY created_at DESC, created_order DESC LIMIT $3 OFFSET $4",
         workflow,
@@ -202,7 +211,7 @@ async def list_runs(
         limit,
         offset,
     )
-    return [run_record(row) for row in rows]
+    return [listed_record(row) for row in rows]
 
 
 # A run needs a process when nobody runs it (no owner, or the owner's heartbeat lapsed) and it

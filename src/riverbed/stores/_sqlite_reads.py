@@ -8,6 +8,7 @@ consistent snapshot.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 from typing import Any
 
@@ -28,6 +29,8 @@ _RUN_COLUMNS = (
     "run_id, workflow, status, created_at, finished_at, result, error, parent_run_id,"
     " workflow_version"
 )
+#: what get_run and list_runs read: the record and who executes the run
+_RECORD_COLUMNS = f"{_RUN_COLUMNS}, owner, owner_heartbeat"
 _EVENT_COLUMNS = "e.seq, e.type_key, e.payload, e.source_step, e.client_event_id"
 
 
@@ -55,6 +58,12 @@ def run_record(row: Any) -> RunRecord:
     return RunRecord(
         run_id, workflow, RunStatus(status), created, finished, result, error, parent, version
     )
+
+
+def listed_record(row: Any) -> RunRecord:
+    """A run record with its owner (a row of ``_RECORD_COLUMNS``)."""
+    owner, heartbeat = tuple(row)[9:11]
+    return dataclasses.replace(run_record(row), owner=owner, owner_heartbeat=heartbeat)
 
 
 def read_snapshot(
@@ -132,10 +141,10 @@ def read_waiters(
 
 
 def get_run(conn: sqlite3.Connection, run_id: str) -> RunRecord:
-    row = conn.execute(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    row = conn.execute(f"SELECT {_RECORD_COLUMNS} FROM runs WHERE run_id = ?", (run_id,)).fetchone()
     if row is None:
         raise not_found(run_id)
-    return run_record(row)
+    return listed_record(row)
 
 
 def list_runs(
@@ -147,11 +156,11 @@ def list_runs(
 ) -> list[RunRecord]:
     wanted = status.value if status is not None else None
     rows = conn.execute(
-        f"SELECT {_RUN_COLUMNS} FROM runs WHERE (? IS NULL OR workflow = ?)"
+        f"SELECT {_RECORD_COLUMNS} FROM runs WHERE (? IS NULL OR workflow = ?)"
         " AND (? IS NULL OR status = ?) ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?",
         (workflow, workflow, wanted, wanted, limit, offset),
     )
-    return [run_record(row) for row in rows]
+    return [listed_record(row) for row in rows]
 
 
 # Rows of one transaction share its time: a commit's produced events follow the commit.

@@ -57,6 +57,11 @@ class RunRecord:
     #: the version of the workflow's steps that started the run (see
     #: ``Workflow.workflow_version``); workers only take runs of versions they have
     workflow_version: str | None = None
+    #: the process executing the run (``host:pid:random``), and when it last said it is
+    #: alive (seconds since the epoch, the store's clock); None when no process holds it.
+    #: Read by ``get_run`` and ``list_runs`` of durable stores.
+    owner: str | None = None
+    owner_heartbeat: float | None = None
 
 
 class StepCommit(NamedTuple):
