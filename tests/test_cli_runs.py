@@ -233,6 +233,7 @@ def test_show_says_a_run_waits_for_input(tmp_path: Path) -> None:
     shown = riverbed("runs", "show", "i2", "--store", url, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     assert "waiting for input: the run asked" in shown.stdout
+    assert 'asks: InputRequiredEvent {"prefix": "Your name?"}' in shown.stdout
     assert "riverbed runs resume" in shown.stdout
     assert "waiting: step" not in shown.stdout  # no wait_for_event
     details = json.loads(

@@ -131,6 +131,14 @@ class RunDetails:
     open_work: list[WorkView] = field(default_factory=list)
 
     @property
+    def question(self) -> EventView | None:
+        """The last question the run streamed (an ``InputRequiredEvent``), if any."""
+        for event in reversed(self.stream):
+            if _asks_for_input(event.type_key):
+                return event
+        return None
+
+    @property
     def waiting_for_input(self) -> bool:
         """The run asked for input and has nothing else to do: a step returned (or
         streamed) an ``InputRequiredEvent`` and no step runs, is due, or waits in

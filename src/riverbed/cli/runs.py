@@ -236,6 +236,11 @@ async def show_run(store: Any, run_id: str, console: Console, *, as_json: bool) 
             "[yellow]waiting for input[/]: the run asked (InputRequiredEvent) and waits for "
             "the answer; `riverbed runs resume` asks it at the terminal"
         )
+        asked = details.question
+        if asked is not None:
+            console.print(
+                f"  asks: {escape(asked.type)} {escape(json_text(asked.data, indent=None))}"
+            )
     console.print("\n[bold]Timeline[/]")
     console.print(_timeline_table(details))
     console.print(f"\n[bold]State[/] [dim]({escape(type_name(details.state_type))})[/]")
