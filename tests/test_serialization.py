@@ -34,6 +34,7 @@ from riverbed import (
     step,
 )
 from riverbed._tagged_json import to_plain
+from riverbed.handler import WorkflowHandler
 from riverbed.inspection import read_run
 from riverbed.serialization import (
     EventCodec,
@@ -365,17 +366,25 @@ async def stores() -> AsyncIterator[list[Workflow]]:
             await workflow.store.close()
 
 
+async def _asked_then_gone(
+    workflow: Workflow, stores: list[Workflow], **kwargs: Any
+) -> WorkflowHandler:
+    """Start a durable run until it asks for input, then close its store: the process
+    goes away while the run waits."""
+    stores.append(workflow)
+    handler = workflow.run(**kwargs)
+    async for ev in handler.stream_events():
+        if isinstance(ev, InputRequiredEvent):
+            break
+    await workflow.store.close()
+    return handler
+
+
 async def test_my_state_through_a_durable_run_and_resume(
     tmp_path: Path, stores: list[Workflow]
 ) -> None:
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    first = MyStatefulFlow(store=url)
-    stores.append(first)
-    handler = first.run()
-    async for ev in handler.stream_events():
-        if isinstance(ev, InputRequiredEvent):
-            break
-    await first.store.close()  # the process goes away while the run waits
+    handler = await _asked_then_gone(MyStatefulFlow(store=url), stores)
     conn = sqlite3.connect(tmp_path / "runs.db")
     stored = conn.execute("SELECT state, state_type FROM runs").fetchone()
     conn.close()
@@ -485,13 +494,7 @@ async def test_untyped_state_reads_back_the_same_types_after_a_restart(
     # A datetime, a tuple or a set came back as a str or a list after a resume, while the
     # run that never stopped kept them: code worked until the process restarted.
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    first = _Stamped(store=url)
-    stores.append(first)
-    handler = first.run(run_id="stamped")
-    async for ev in handler.stream_events():
-        if isinstance(ev, InputRequiredEvent):
-            break
-    await first.store.close()  # the process goes away while the run waits
+    await _asked_then_gone(_Stamped(store=url), stores, run_id="stamped")
     second = _Stamped(store=url)
     stores.append(second)
     resumed = await second.send_event("stamped", HumanResponseEvent(response="yes"))

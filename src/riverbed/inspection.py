@@ -18,7 +18,7 @@ from typing import Any
 
 from riverbed._tagged_json import to_plain
 from riverbed.events import InputRequiredEvent
-from riverbed.serialization import type_key
+from riverbed.serialization import defined_subclasses, type_key
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.stores.durable import DurableStore, TimelineRow
 
@@ -133,8 +133,9 @@ class RunDetails:
     @property
     def question(self) -> EventView | None:
         """The last question the run streamed (an ``InputRequiredEvent``), if any."""
+        questions = _question_keys()
         for event in reversed(self.stream):
-            if _asks_for_input(event.type_key):
+            if event.type_key in questions:
                 return event
         return None
 
@@ -147,7 +148,7 @@ class RunDetails:
             not self.record.status.is_terminal
             and not self.open_work
             and not self.waiting
-            and any(_asks_for_input(e.type_key) for e in self.stream)
+            and self.question is not None
         )
 
     @property
@@ -220,9 +221,9 @@ async def waits_from_outside(
         return False  # a step runs
     if waits:
         return True
-    after = 0
+    after, questions = 0, _question_keys()
     while rows := await store.read_stream(run_id, after, 1000):
-        if any(_asks_for_input(row.type_key) for row in rows):
+        if any(row.type_key in questions for row in rows):
             return True
         after = rows[-1].seq
     return False
@@ -251,16 +252,11 @@ async def waiting_runs(
     return found
 
 
-def _asks_for_input(key: str) -> bool:
-    """Whether a stored type key is ``InputRequiredEvent`` or a subclass this process has
-    defined (the workflow's own question types, when it is loaded; nothing is imported)."""
-    pending: list[type[InputRequiredEvent]] = [InputRequiredEvent]
-    while pending:
-        cls = pending.pop()
-        if type_key(cls) == key:
-            return True
-        pending.extend(cls.__subclasses__())
-    return False
+def _question_keys() -> frozenset[str]:
+    """Type keys of ``InputRequiredEvent`` and the subclasses this process has defined (the
+    workflow's own question types, when it is loaded; nothing is imported). Computed once
+    per reading, then each stored event is a set lookup."""
+    return frozenset(type_key(cls) for cls in defined_subclasses(InputRequiredEvent))
 
 
 def _outcome(row: TimelineRow) -> str:

@@ -15,9 +15,9 @@ import functools
 import json
 import pickle
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import to_jsonable_python
@@ -37,7 +37,16 @@ from riverbed.events import (
 )
 from riverbed.state import DictState
 
-__all__ = ["BaseSerializer", "JsonSerializer", "PickleSerializer", "TypeRegistry", "type_key"]
+__all__ = [
+    "BaseSerializer",
+    "JsonSerializer",
+    "PickleSerializer",
+    "TypeRegistry",
+    "defined_subclasses",
+    "type_key",
+]
+
+T = TypeVar("T")
 
 _BUILTIN_EVENTS: tuple[type[Event], ...] = (
     Event,
@@ -109,21 +118,17 @@ class TypeRegistry:
         # Events a step writes to the stream need not appear in any signature. They are
         # looked up among the Event classes this process has already defined (never
         # imported), so stored data still cannot choose what code is loaded.
-        pending: list[type[Event]] = [Event]
-        while pending:
-            cls = pending.pop()
-            if type_key(cls) == key:
-                self.add(cls)
-                return cls
-            pending.extend(cls.__subclasses__())
-        return None
+        cls = next((c for c in defined_subclasses(Event) if type_key(c) == key), None)
+        if cls is not None:
+            self.add(cls)
+        return cls
 
     def find(self, key: str) -> type[BaseModel] | None:
         """The class of ``key`` among the workflow's types and the event and model classes
         this process has defined (never imported), or None."""
         cls = self._types.get(key) or self._loaded_event(key)
         if cls is None:
-            cls = _loaded_model(key)
+            cls = next((c for c in defined_subclasses(BaseModel) if type_key(c) == key), None)
             if cls is not None:
                 self.add(cls)
         return cls
@@ -132,19 +137,17 @@ class TypeRegistry:
         return key in self._types or self._loaded_event(key) is not None
 
 
-def _loaded_model(key: str) -> type[BaseModel] | None:
-    """A pydantic model class this process has defined whose type key is ``key``."""
-    pending: list[type[BaseModel]] = [BaseModel]
-    seen: set[type[BaseModel]] = set()
+def defined_subclasses(base: type[T]) -> Iterator[type[T]]:
+    """``base`` and every subclass of it this process has defined (each once), without
+    importing anything: how a type key read from stored data finds its class."""
+    pending: list[type[T]] = [base]
+    seen: set[type[T]] = set()
     while pending:
         cls = pending.pop()
-        if cls in seen:
-            continue
-        seen.add(cls)
-        if type_key(cls) == key:
-            return cls
-        pending.extend(cls.__subclasses__())
-    return None
+        if cls not in seen:
+            seen.add(cls)
+            yield cls
+            pending.extend(cls.__subclasses__())
 
 
 class BaseSerializer:

@@ -507,9 +507,13 @@ class DurableRun(Run):
         # rows must hold the stream readers saw, and restore() finds in them that a
         # resumed run is waiting for input (without it a waiting run was failed as stuck).
         streamed = list(attempt.stream)
-        for _, event in attempt.produced:
+        #: what this commit routes once it lands (a wait that begins meanwhile is answered
+        #: by it, see register_waiter)
+        flight: list[tuple[int, Event]] = []
+        for seq, event in attempt.produced:
             if isinstance(event, StopEvent):
                 break  # routing stops at the StopEvent (see below)
+            flight.append((seq, event))
             if isinstance(event, InputRequiredEvent):
                 streamed.append(event)
         result_json = None
@@ -544,11 +548,6 @@ class DurableRun(Run):
             if recording:
                 await asyncio.wait(recording)
         crashpoints.hit("before_commit")
-        flight = []
-        for seq, event in attempt.produced:
-            if isinstance(event, StopEvent):
-                break  # routing stops at the StopEvent
-            flight.append((seq, event))
         self._in_flight.append(flight)
         try:
             await self.durable_store.commit(self.run_id, row)

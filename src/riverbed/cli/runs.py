@@ -23,7 +23,7 @@ from riverbed.inspection import (
     waiting_runs,
     waits_from_outside,
 )
-from riverbed.stores._ownership import owner_is_dead
+from riverbed.stores._ownership import owner_is_alive
 from riverbed.stores.base import RunRecord, RunStatus
 from riverbed.workflow import Workflow
 
@@ -177,10 +177,11 @@ def _owner_line(store: Any, details: RunDetails) -> str:
                 "continues it"
             )
         return "executed by: no process (nothing to do until an answer comes)"
-    age = time.time() - record.owner_heartbeat if record.owner_heartbeat is not None else None
-    seen = "" if age is None else f", last heartbeat {max(age, 0.0):.0f}s ago"
+    now = time.time()
+    heartbeat = record.owner_heartbeat
+    seen = "" if heartbeat is None else f", last heartbeat {max(now - heartbeat, 0.0):.0f}s ago"
     lease = float(getattr(store, "lease_seconds", 30.0))
-    if owner_is_dead(owner) or (age is not None and age > lease):
+    if not owner_is_alive(owner, heartbeat, now, lease):
         return (
             f"executed by: {escape(owner)}{seen} [yellow](gone: `riverbed runs resume` or "
             "a `riverbed worker` continues the run)[/]"

@@ -13,7 +13,7 @@ import socket
 from riverbed.errors import RunFinishedError, RunOwnedError
 from riverbed.stores.base import RunStatus
 
-__all__ = ["check_takeover", "owner_is_dead"]
+__all__ = ["check_takeover", "owner_is_alive", "owner_is_dead"]
 
 _HOST = socket.gethostname()
 
@@ -36,6 +36,13 @@ def owner_is_dead(owner: str) -> bool:
     return False
 
 
+def owner_is_alive(owner: str, heartbeat: float | None, now: float, lease_seconds: float) -> bool:
+    """Whether ``owner`` still holds its run: its heartbeat is fresh and it is not a gone
+    process of this host."""
+    fresh = heartbeat is not None and now - heartbeat < lease_seconds
+    return fresh and not owner_is_dead(owner)
+
+
 def check_takeover(
     run_id: str,
     status: RunStatus,
@@ -52,8 +59,11 @@ def check_takeover(
             f"Run {run_id!r} has already finished ({status.value}); there is nothing to "
             "resume. Read its result with `await store.get_run(run_id)`."
         )
-    fresh = heartbeat is not None and now - heartbeat < lease_seconds
-    if current is not None and current != owner and fresh and not owner_is_dead(current):
+    if (
+        current is not None
+        and current != owner
+        and owner_is_alive(current, heartbeat, now, lease_seconds)
+    ):
         assert heartbeat is not None
         raise RunOwnedError(
             f"Run {run_id!r} is being executed by {current!r}, whose last heartbeat was "
